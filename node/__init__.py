@@ -1,0 +1,1 @@
+"""gpunet: a decentralized GPU marketplace node."""
