@@ -1,0 +1,1 @@
+"""gpunet.provider"""
