@@ -1,0 +1,130 @@
+"""The one place the node gets contract ABIs and bytecode: the forge build output (``out/``), never hand-copied JSON.
+
+``deployments/<chainId>.json`` (written by ``node.chain.deploy``) records addresses, deploy block, parameters and a
+hash of each contract's ABI and runtime bytecode so a node can tell it is talking to the code it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from eth_utils import keccak
+
+from node.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OUT_DIR = REPO_ROOT / "out"
+DEPLOYMENTS_DIR = REPO_ROOT / "deployments"
+
+CONTRACTS = ("DevToken", "ProviderStaking", "LeaseEscrow")
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    name: str
+    abi: tuple[dict[str, Any], ...]
+    bytecode: bytes
+    deployed_bytecode: bytes
+
+    @property
+    def abi_list(self) -> list[dict[str, Any]]:
+        return list(self.abi)
+
+    @property
+    def code_hash(self) -> str:
+        """keccak of ABI JSON (canonical) and runtime bytecode: changes when either changes."""
+        abi_json = json.dumps(self.abi_list, sort_keys=True, separators=(",", ":")).encode()
+        return "0x" + keccak(abi_json + self.deployed_bytecode).hex()
+
+    def errors_by_selector(self) -> dict[bytes, dict[str, Any]]:
+        out: dict[bytes, dict[str, Any]] = {}
+        for item in self.abi:
+            if item.get("type") == "error":
+                sig = f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
+                out[keccak(sig.encode())[:4]] = item
+        return out
+
+
+def _abi_type(param: dict[str, Any]) -> str:
+    t = param["type"]
+    if t.startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in param["components"])
+        return f"({inner}){t[5:]}"
+    return t
+
+
+@cache
+def load_artifact(name: str, out_dir: Path = OUT_DIR) -> Artifact:
+    path = out_dir / f"{name}.sol" / f"{name}.json"
+    if not path.exists():
+        raise ConfigError(f"contract artifact {path} missing: run scripts/setup (forge build)")
+    data = json.loads(path.read_text())
+    return Artifact(
+        name=name,
+        abi=tuple(data["abi"]),
+        bytecode=bytes.fromhex(data["bytecode"]["object"].removeprefix("0x")),
+        deployed_bytecode=bytes.fromhex(data["deployedBytecode"]["object"].removeprefix("0x")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    chain_id: int
+    token: str
+    staking: str
+    escrow: str
+    deploy_block: int
+    parameters: dict[str, int]
+    code_hashes: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chainId": self.chain_id,
+            "deployBlock": self.deploy_block,
+            "contracts": {
+                "DevToken": {"address": self.token, "codeHash": self.code_hashes.get("DevToken", "")},
+                "ProviderStaking": {"address": self.staking, "codeHash": self.code_hashes.get("ProviderStaking", "")},
+                "LeaseEscrow": {"address": self.escrow, "codeHash": self.code_hashes.get("LeaseEscrow", "")},
+            },
+            "parameters": self.parameters,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Deployment:
+        try:
+            c = data["contracts"]
+            return cls(
+                chain_id=int(data["chainId"]),
+                token=c["DevToken"]["address"],
+                staking=c["ProviderStaking"]["address"],
+                escrow=c["LeaseEscrow"]["address"],
+                deploy_block=int(data["deployBlock"]),
+                parameters={k: int(v) for k, v in data.get("parameters", {}).items()},
+                code_hashes={k: v.get("codeHash", "") for k, v in c.items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"deployments file is malformed: {exc!r}") from exc
+
+
+def deployment_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
+    return directory / f"{chain_id}.json"
+
+
+def load_deployment(path: Path) -> Deployment:
+    if not path.exists():
+        raise ConfigError(f"deployments file {path} not found: deploy first (gpunet deploy)")
+    try:
+        return Deployment.from_json(json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"deployments file {path} is not JSON: {exc}") from exc
+
+
+def save_deployment(deployment: Deployment, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(deployment.to_json(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,323 @@
+"""Wallet-signed transactions with a stored intent, one nonce manager per wallet, and classified failures.
+
+Discipline for every chain write (``TxSender.send``):
+1. the intent (idempotency key, target, calldata) is committed to SQLite before anything is sent;
+2. gas is estimated at ``latest`` (this is the precondition check: a revert here costs nothing);
+3. the signed raw transaction and its hash are committed before ``eth_sendRawTransaction``;
+4. the receipt is awaited; a revert is decoded to the contract's custom error.
+A failure is a ``TxRace`` (recoverable: someone else got there first, e.g. already settled) when the decoded error
+is in the caller's ``race_errors``, otherwise a ``TxFailed`` (a bug or bad input: loud). ``reconcile()`` run at start
+resolves every intent a crash left behind: it finds the receipt, rebroadcasts the stored raw transaction, or marks
+it dropped when the nonce was used by something else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import decode as abi_decode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import AsyncWeb3
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+
+from node.errors import ChainError, RecoverableError, UnrecoverableError
+from node.storage.db import Database
+
+
+class TxFailed(UnrecoverableError):
+    """A transaction reverted (or would revert) for a reason that is not a known race."""
+
+    def __init__(self, kind: str, error: str, tx_hash: str | None = None) -> None:
+        super().__init__(f"{kind} failed: {error}" + (f" (tx {tx_hash})" if tx_hash else ""))
+        self.kind = kind
+        self.error = error
+        self.tx_hash = tx_hash
+
+
+class TxRace(RecoverableError):
+    """A transaction lost a race the protocol expects (e.g. the checkpoint was already settled)."""
+
+    def __init__(self, kind: str, error: str) -> None:
+        super().__init__(f"{kind} lost a race: {error}")
+        self.kind = kind
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class TxResult:
+    key: str
+    tx_hash: str
+    gas_used: int
+    block_number: int
+    status: str  # mined
+    logs: tuple[dict[str, Any], ...] = ()
+
+
+class ErrorDecoder:
+    """Turns revert data into ``Name(arg, ...)`` using the custom errors of the given ABIs."""
+
+    def __init__(self, abis: Iterable[list[dict[str, Any]]]) -> None:
+        from eth_utils import keccak
+
+        self._errors: dict[bytes, tuple[str, list[str]]] = {}
+        for abi in abis:
+            for item in abi:
+                if item.get("type") == "error":
+                    types = [_canonical_type(i) for i in item["inputs"]]
+                    sig = f"{item['name']}({','.join(types)})"
+                    self._errors[keccak(sig.encode())[:4]] = (item["name"], types)
+
+    def decode(self, data: str | bytes | None) -> str:
+        if data is None:
+            return "reverted without data"
+        raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else data
+        if len(raw) < 4:
+            return "reverted without data"
+        sel, body = raw[:4], raw[4:]
+        if sel == bytes.fromhex("08c379a0"):
+            try:
+                return f"Error({abi_decode(['string'], body)[0]!r})"
+            except Exception:
+                return "Error(<undecodable>)"
+        if sel == bytes.fromhex("4e487b71"):
+            try:
+                return f"Panic({abi_decode(['uint256'], body)[0]:#x})"
+            except Exception:
+                return "Panic(<undecodable>)"
+        known = self._errors.get(sel)
+        if known is None:
+            return f"unknown error 0x{raw[:4].hex()}"
+        name, types = known
+        try:
+            args = abi_decode(types, body)
+        except Exception:
+            return f"{name}(<undecodable>)"
+        return f"{name}({', '.join(_fmt(a) for a in args)})"
+
+
+def _canonical_type(param: dict[str, Any]) -> str:
+    t = str(param["type"])
+    if t.startswith("tuple"):
+        return "(" + ",".join(_canonical_type(c) for c in param["components"]) + ")" + t[5:]
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bytes):
+        return "0x" + v.hex()
+    return str(v)
+
+
+def error_name(decoded: str) -> str:
+    return decoded.split("(", 1)[0]
+
+
+class TxSender:
+    """Sends transactions for one wallet. Safe to share between tasks of one event loop."""
+
+    def __init__(
+        self,
+        w3: AsyncWeb3,
+        private_key: bytes,
+        db: Database,
+        chain_id: int,
+        decoder: ErrorDecoder,
+        receipt_timeout: float = 60.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.w3 = w3
+        self.account: LocalAccount = Account.from_key(private_key)
+        self.address = self.account.address
+        self.db = db
+        self.chain_id = chain_id
+        self.decoder = decoder
+        self.receipt_timeout = receipt_timeout
+        self.poll_interval = poll_interval
+        self._nonce: int | None = None
+        self._nonce_lock = asyncio.Lock()
+        self._fee_cache: tuple[float, int, int] | None = None
+        self.rpc_calls = 0  # counted for the benchmark
+
+    # --- fees and nonces -------------------------------------------------------------------------------------
+    async def _fees(self) -> tuple[int, int]:
+        now = time.monotonic()
+        if self._fee_cache is None or now - self._fee_cache[0] > 10:
+            self.rpc_calls += 1
+            block = await self.w3.eth.get_block("latest")
+            base = int(block.get("baseFeePerGas", 0) or 0)
+            tip = 1_000_000_000 if base else 0
+            self._fee_cache = (now, base * 2 + tip, tip)
+        return self._fee_cache[1], self._fee_cache[2]
+
+    async def _next_nonce(self) -> int:
+        if self._nonce is None:
+            self.rpc_calls += 1
+            self._nonce = int(await self.w3.eth.get_transaction_count(self.address, "pending"))
+        n = self._nonce
+        self._nonce += 1
+        return n
+
+    def _reset_nonce(self) -> None:
+        self._nonce = None
+
+    # --- intents ---------------------------------------------------------------------------------------------
+    def _intent(self, key: str) -> dict[str, Any] | None:
+        rows = self.db.query("SELECT * FROM tx_intents WHERE key = ?", (key,))
+        return dict(rows[0]) if rows else None
+
+    def _record(self, key: str, kind: str, to: str, data: bytes, value: int) -> None:
+        now = time.time()
+        with self.db.tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO tx_intents(key, kind, sender, to_addr, data, value, status, created_at, "
+                "updated_at) VALUES(?,?,?,?,?,?,?,?,?)",
+                (key, kind, self.address, to, data, str(value), "created", now, now),
+            )
+
+    def _update(self, key: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.db.tx() as c:
+            c.execute(f"UPDATE tx_intents SET {cols}, updated_at = ? WHERE key = ?",
+                      (*fields.values(), time.time(), key))
+
+    # --- sending ---------------------------------------------------------------------------------------------
+    async def send(
+        self,
+        key: str,
+        kind: str,
+        to: str,
+        data: bytes,
+        value: int = 0,
+        race_errors: frozenset[str] = frozenset(),
+        gas: int | None = None,
+    ) -> TxResult:
+        """Send once per ``key``: a second call with the same key returns the first outcome (or resumes it)."""
+        existing = self._intent(key)
+        if existing is not None:
+            if existing["status"] == "mined":
+                return TxResult(key, existing["tx_hash"], existing["gas_used"] or 0, existing["block_number"] or 0,
+                                "mined")
+            if existing["status"] == "sent":
+                return await self._await_receipt(key, kind, existing["tx_hash"], race_errors)
+            if existing["status"] in ("reverted", "failed"):
+                raise TxFailed(kind, existing["error"] or existing["status"], existing["tx_hash"])
+        else:
+            self._record(key, kind, to, data, value)
+        to = to_checksum_address(to)
+        tx: dict[str, Any] = {"from": self.address, "to": to, "data": "0x" + data.hex(), "value": value,
+                              "chainId": self.chain_id}
+        if gas is None:
+            try:
+                self.rpc_calls += 1
+                estimate = int(await self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+            except ContractLogicError as exc:
+                self._fail(key, kind, self.decoder.decode(exc.data), race_errors)
+            except (TimeoutError, Web3RPCError, OSError) as exc:
+                raise ChainError(f"{kind}: RPC failure while estimating gas: {exc}") from exc
+            gas = estimate + estimate // 5 + 10_000
+        max_fee, tip = await self._fees()
+        async with self._nonce_lock:
+            nonce = await self._next_nonce()
+            signed = self.account.sign_transaction({
+                **tx, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "type": 2,
+            })
+            tx_hash = "0x" + bytes(signed.hash).hex()
+            self._update(key, status="sent", nonce=nonce, tx_hash=tx_hash, raw_tx=bytes(signed.raw_transaction))
+            try:
+                self.rpc_calls += 1
+                await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            except (TimeoutError, Web3RPCError, OSError) as exc:
+                # The nonce may or may not be consumed: re-read it next time; the intent stays 'sent' and
+                # reconcile() rebroadcasts or marks it dropped.
+                self._reset_nonce()
+                raise ChainError(f"{kind}: RPC failure while sending: {exc}") from exc
+        return await self._await_receipt(key, kind, tx_hash, race_errors)
+
+    def _fail(self, key: str, kind: str, decoded: str, race_errors: frozenset[str]) -> None:
+        # Nothing was sent: the intent is 'dropped' so a later call with the same key re-checks the chain.
+        self._update(key, status="dropped", error=decoded)
+        if error_name(decoded) in race_errors:
+            raise TxRace(kind, decoded)
+        raise TxFailed(kind, decoded)
+
+    async def _await_receipt(self, key: str, kind: str, tx_hash: str, race_errors: frozenset[str]) -> TxResult:
+        deadline = time.monotonic() + self.receipt_timeout
+        while True:
+            try:
+                self.rpc_calls += 1
+                receipt = await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                break
+            except TransactionNotFound:
+                pass
+            except (TimeoutError, Web3RPCError, OSError) as exc:
+                raise ChainError(f"{kind}: RPC failure while waiting for {tx_hash}: {exc}") from exc
+            if time.monotonic() > deadline:
+                raise ChainError(f"{kind}: no receipt for {tx_hash} after {self.receipt_timeout}s (intent kept)")
+            await asyncio.sleep(self.poll_interval)
+        gas_used = int(receipt["gasUsed"])
+        block = int(receipt["blockNumber"])
+        if int(receipt["status"]) != 1:
+            decoded = await self._revert_reason(key, block)
+            self._update(key, status="reverted", gas_used=gas_used, block_number=block, error=decoded)
+            if error_name(decoded) in race_errors:
+                raise TxRace(kind, decoded)
+            raise TxFailed(kind, decoded, tx_hash)
+        self._update(key, status="mined", gas_used=gas_used, block_number=block)
+        return TxResult(key, tx_hash, gas_used, block, "mined", tuple(dict(x) for x in receipt["logs"]))
+
+    async def _revert_reason(self, key: str, block: int) -> str:
+        intent = self._intent(key)
+        if intent is None:
+            return "reverted"
+        try:
+            await self.w3.eth.call(
+                {"from": self.address, "to": intent["to_addr"], "data": "0x" + bytes(intent["data"]).hex(),
+                 "value": int(intent["value"])},
+                block - 1 if block > 0 else "latest",
+            )
+        except ContractLogicError as exc:
+            return self.decoder.decode(exc.data)
+        except Exception as exc:  # the reason is informative only
+            return f"reverted ({type(exc).__name__})"
+        return "reverted (out of gas or state changed)"
+
+    # --- restart ---------------------------------------------------------------------------------------------
+    async def reconcile(self) -> list[str]:
+        """Resolve intents left 'sent' or 'created' by a crash. Returns the keys still unresolved."""
+        unresolved: list[str] = []
+        rows = self.db.query(
+            "SELECT * FROM tx_intents WHERE sender = ? AND status IN ('sent', 'created') ORDER BY id", (self.address,)
+        )
+        chain_nonce = int(await self.w3.eth.get_transaction_count(self.address, "latest"))
+        for row in rows:
+            key = row["key"]
+            if row["status"] == "created":
+                # Never signed: nothing reached the chain. The owner re-drives it (e.g. the settlement loop).
+                self._update(key, status="dropped", error="not sent before restart")
+                continue
+            try:
+                receipt = await self.w3.eth.get_transaction_receipt(row["tx_hash"])
+            except TransactionNotFound:
+                receipt = None
+            if receipt is not None:
+                with contextlib.suppress(TxFailed, TxRace):
+                    await self._await_receipt(key, row["kind"], row["tx_hash"], frozenset())
+                continue
+            if row["nonce"] is not None and int(row["nonce"]) < chain_nonce:
+                self._update(key, status="dropped", error="nonce used by another transaction")
+                continue
+            try:
+                await self.w3.eth.send_raw_transaction(bytes(row["raw_tx"]))
+            except Web3RPCError as exc:
+                self._update(key, status="dropped", error=f"rebroadcast refused: {exc}")
+                continue
+            unresolved.append(key)
+        self._reset_nonce()
+        return unresolved

@@ -1,0 +1,164 @@
+"""Node configuration: one frozen dataclass, loaded once (TOML file → ``GPUNET_*`` environment → CLI flags).
+
+Typed defaults live here and nowhere else. ``load_config`` validates every field and raises ``ConfigError`` with
+the offending key on bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    enabled: bool = False
+    declared_gpus: str = "1xSIM-GPU:16384"  # used when NVML finds no GPU: COUNTxMODEL:VRAM_MIB (simulated)
+    price_per_gpu_second: int = 10**12  # token base units
+    min_duration: int = 10
+    max_duration: int = 3600
+    offer_ttl: int = 600  # seconds an offer stays valid; re-announced at half-life
+    stake: int = 0  # stake to top up to at start (0 = do not stake)
+    region: str = "local"
+    heartbeat_interval: float = 2.0
+    checkpoint_interval: float = 6.0
+    executor: str = "process"  # process | simulated
+    work_dir: str = ""  # per-lease job directories (default: <data_dir>/jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerConfig:
+    settle_interval: float = 2.0  # how often due settlements are batched and sent
+    max_rejections: int = 3
+    checkpoint_tolerance: int = 2  # seconds of GPU time per GPU allowed above wall-clock elapsed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    data_dir: Path = Path(".gpunet")
+    rpc_url: str = "http://127.0.0.1:8545"
+    deployments: Path | None = None  # default: deployments/<chainId>.json in the repository
+    keystore: Path | None = None  # encrypted eth-account keystore (JSON)
+    password_file: Path | None = None
+    dev_account: int | None = None  # devnet only: anvil's mnemonic account index
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    api_token: str | None = None  # default: random, written to <data_dir>/api-token (0600)
+    confirmations: int = 0
+    poll_interval: float = 0.25
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    consumer: ConsumerConfig = field(default_factory=ConsumerConfig)
+
+
+_ENV_PREFIX = "GPUNET_"
+
+
+def _coerce(name: str, value: Any, target: Any) -> Any:
+    """Coerce a raw value (from TOML, env or CLI) into the type of ``target`` (the default)."""
+    try:
+        if isinstance(target, bool):
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(target, int):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if isinstance(target, float):
+            return float(value)
+        if isinstance(target, tuple):
+            if isinstance(value, str):
+                return tuple(x.strip() for x in value.split(",") if x.strip())
+            return tuple(str(x) for x in value)
+        if isinstance(target, Path) or name in ("deployments", "keystore", "password_file", "data_dir"):
+            return Path(value) if value not in (None, "") else None
+        if name == "dev_account":
+            return None if value in (None, "") else int(value)
+        return value if value is None else str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key {name!r}: cannot use {value!r}") from exc
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> Any:
+    updates: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, raw in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {key!r} in {where}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(raw, dict):
+                raise ConfigError(f"config key {key!r} in {where} must be a table")
+            updates[key] = _apply(current, raw, f"{where}.{key}")
+        else:
+            updates[key] = _coerce(key, raw, current)
+    return dataclasses.replace(obj, **updates)
+
+
+def load_config(path: Path | None = None, env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> NodeConfig:
+    cfg = NodeConfig()
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        cfg = _apply(cfg, data, str(path))
+    env = dict(os.environ) if env is None else env
+    env_values: dict[str, Any] = {}
+    for k, v in env.items():
+        if not k.startswith(_ENV_PREFIX):
+            continue
+        name = k[len(_ENV_PREFIX):].lower()
+        if name.startswith("provider__"):
+            env_values.setdefault("provider", {})[name[len("provider__"):]] = v
+        elif name.startswith("consumer__"):
+            env_values.setdefault("consumer", {})[name[len("consumer__"):]] = v
+        elif name in {f.name for f in dataclasses.fields(NodeConfig)}:
+            env_values[name] = v
+    if env_values:
+        cfg = _apply(cfg, env_values, "environment")
+    if overrides:
+        cfg = _apply(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: NodeConfig) -> None:
+    if cfg.api_host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"api_host {cfg.api_host!r}: the HTTP API only listens on loopback")
+    if not (0 <= cfg.api_port <= 65535):
+        raise ConfigError(f"api_port {cfg.api_port} out of range")
+    if not cfg.rpc_url.startswith(("http://", "https://")):
+        raise ConfigError(f"rpc_url {cfg.rpc_url!r} must be an http(s) URL")
+    p = cfg.provider
+    if p.price_per_gpu_second <= 0:
+        raise ConfigError("provider.price_per_gpu_second must be > 0")
+    if not (0 < p.min_duration <= p.max_duration):
+        raise ConfigError("provider.min_duration must be > 0 and <= provider.max_duration")
+    if p.offer_ttl < 10:
+        raise ConfigError("provider.offer_ttl must be >= 10 seconds")
+    if p.executor not in ("process", "simulated"):
+        raise ConfigError("provider.executor must be 'process' or 'simulated'")
+    if p.heartbeat_interval <= 0 or p.checkpoint_interval < p.heartbeat_interval:
+        raise ConfigError("provider.checkpoint_interval must be >= heartbeat_interval > 0")
+    if cfg.keystore is None and cfg.dev_account is None:
+        return  # a plain peer needs no wallet
+    if cfg.keystore is not None and cfg.dev_account is not None:
+        raise ConfigError("use either keystore or dev_account, not both")
