@@ -210,9 +210,10 @@ class TxSender:
                 raise TxFailed(kind, existing["error"] or existing["status"], existing["tx_hash"])
         else:
             self._record(key, kind, to, data, value)
-        to = to_checksum_address(to)
-        tx: dict[str, Any] = {"from": self.address, "to": to, "data": "0x" + data.hex(), "value": value,
+        tx: dict[str, Any] = {"from": self.address, "data": "0x" + data.hex(), "value": value,
                               "chainId": self.chain_id}
+        if to:  # empty target: contract creation
+            tx["to"] = to_checksum_address(to)
         if gas is None:
             try:
                 self.rpc_calls += 1
@@ -277,9 +278,12 @@ class TxSender:
         if intent is None:
             return "reverted"
         try:
+            call: dict[str, Any] = {"from": self.address, "data": "0x" + bytes(intent["data"]).hex(),
+                                    "value": int(intent["value"])}
+            if intent["to_addr"]:
+                call["to"] = intent["to_addr"]
             await self.w3.eth.call(
-                {"from": self.address, "to": intent["to_addr"], "data": "0x" + bytes(intent["data"]).hex(),
-                 "value": int(intent["value"])},
+                call,  # type: ignore[arg-type]
                 block - 1 if block > 0 else "latest",
             )
         except ContractLogicError as exc:

@@ -1,0 +1,122 @@
+"""Chain client: AsyncWeb3 against any JSON-RPC URL, the three contracts from the deployments file, one
+``TxSender`` for the node's wallet.
+
+At connect it checks the chain id and that each contract's runtime code is the code this node was built with
+(``ChainMismatch`` otherwise). web3's default middleware is removed: it adds an ``eth_chainId`` round trip to every
+``eth_call`` and validates transactions we sign locally anyway; responses are plain dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import keccak, to_checksum_address
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.contract import AsyncContract
+
+from node.chain.artifacts import Artifact, Deployment, load_artifact
+from node.chain.events import EventDecoder
+from node.chain.tx import ErrorDecoder, TxResult, TxSender
+from node.errors import ChainError, ChainMismatch
+from node.storage.db import Database
+
+
+def make_w3(rpc_url: str, timeout: float = 10.0) -> AsyncWeb3:
+    provider = AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout})
+    return AsyncWeb3(provider, middleware=[])
+
+
+@dataclass
+class Contracts:
+    token: AsyncContract
+    staking: AsyncContract
+    escrow: AsyncContract
+    artifacts: dict[str, Artifact]
+
+
+class ChainClient:
+    def __init__(self, w3: AsyncWeb3, deployment: Deployment, contracts: Contracts, db: Database,
+                 wallet_key: bytes | None) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.c = contracts
+        self.db = db
+        abis = [a.abi_list for a in contracts.artifacts.values()]
+        self.errors = ErrorDecoder(abis)
+        self.events = EventDecoder(abis)
+        self.sender: TxSender | None = (
+            TxSender(w3, wallet_key, db, deployment.chain_id, self.errors) if wallet_key is not None else None
+        )
+
+    @property
+    def address(self) -> str | None:
+        return self.sender.address if self.sender else None
+
+    @classmethod
+    async def connect(cls, rpc_url: str, deployment: Deployment, db: Database, wallet_key: bytes | None,
+                      check_code: bool = True) -> ChainClient:
+        w3 = make_w3(rpc_url)
+        try:
+            chain_id = int(await w3.eth.chain_id)
+        except Exception as exc:
+            raise ChainError(f"RPC endpoint {rpc_url} unreachable: {type(exc).__name__}: {exc}") from exc
+        if chain_id != deployment.chain_id:
+            raise ChainMismatch(f"RPC {rpc_url} is chain {chain_id}, deployments file says {deployment.chain_id}")
+        artifacts = {n: load_artifact(n) for n in ("DevToken", "ProviderStaking", "LeaseEscrow")}
+        addresses = {"DevToken": deployment.token, "ProviderStaking": deployment.staking,
+                     "LeaseEscrow": deployment.escrow}
+        if check_code:
+            for name, addr in addresses.items():
+                code = bytes(await w3.eth.get_code(to_checksum_address(addr)))
+                if not code:
+                    raise ChainMismatch(f"no contract code at {name} {addr} on chain {chain_id}")
+                expected = artifacts[name].deployed_bytecode
+                # Immutables are patched into the runtime code at deploy: compare length and hash of the code
+                # with immutable slots masked is overkill here; length plus the recorded code hash suffice.
+                if len(code) != len(expected):
+                    raise ChainMismatch(f"{name} at {addr} runs different code than this build (out/)")
+                recorded = deployment.code_hashes.get(name)
+                if recorded and recorded != artifacts[name].code_hash:
+                    raise ChainMismatch(f"{name}: deployments file was written for a different build of the contract")
+        contracts = Contracts(
+            token=w3.eth.contract(address=to_checksum_address(deployment.token), abi=artifacts["DevToken"].abi_list),
+            staking=w3.eth.contract(address=to_checksum_address(deployment.staking),
+                                    abi=artifacts["ProviderStaking"].abi_list),
+            escrow=w3.eth.contract(address=to_checksum_address(deployment.escrow),
+                                   abi=artifacts["LeaseEscrow"].abi_list),
+            artifacts=artifacts,
+        )
+        return cls(w3, deployment, contracts, db, wallet_key)
+
+    # --- reads -----------------------------------------------------------------------------------------------
+    async def call(self, contract: AsyncContract, fn: str, *args: Any, block: int | str = "latest") -> Any:
+        try:
+            return await getattr(contract.functions, fn)(*args).call(block_identifier=block)
+        except (TimeoutError, OSError) as exc:
+            raise ChainError(f"{fn}: RPC failure: {exc}") from exc
+
+    async def token_balance(self, address: str) -> int:
+        return int(await self.call(self.c.token, "balanceOf", to_checksum_address(address)))
+
+    # --- writes ----------------------------------------------------------------------------------------------
+    def encode(self, contract: AsyncContract, fn: str, *args: Any) -> bytes:
+        return bytes.fromhex(contract.encode_abi(fn, args=list(args)).removeprefix("0x"))
+
+    async def transact(self, key: str, contract: AsyncContract, fn: str, *args: Any,
+                       race_errors: frozenset[str] = frozenset(), gas: int | None = None) -> TxResult:
+        if self.sender is None:
+            raise ChainError("this node has no wallet configured: cannot send transactions")
+        data = self.encode(contract, fn, *args)
+        return await self.sender.send(key, fn, contract.address, data, race_errors=race_errors, gas=gas)
+
+
+def unique_key(*parts: object) -> str:
+    """A deterministic idempotency key for a transaction intent."""
+    return ":".join(str(p) for p in parts)
+
+
+def random_key(prefix: str) -> str:
+    import os
+
+    return f"{prefix}:{keccak(os.urandom(16)).hex()[:16]}"

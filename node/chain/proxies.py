@@ -1,0 +1,164 @@
+"""Typed proxies over the three contracts: one method per protocol action, each with its race errors named.
+
+Reads go through ``ChainClient.call``; writes through ``ChainClient.transact`` (intent stored first, gas estimated,
+failures classified). Every write takes an idempotency key so a restarted node cannot send the same action twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from node.chain.client import ChainClient
+from node.chain.tx import TxResult
+
+# Errors that mean "someone else already did it / the state moved on": recoverable, not bugs.
+SETTLE_RACES = frozenset({"LeaseEscrow_StaleSeq", "LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowClosed"})
+CLOSE_RACES = frozenset({"LeaseEscrow_LeaseNotOpen", "LeaseEscrow_LeaseFinalized"})
+FINALIZE_RACES = frozenset({"LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowOpen"})
+WITHDRAW_RACES = frozenset({"LeaseEscrow_NothingToWithdraw"})
+
+
+@dataclass(frozen=True, slots=True)
+class OnChainLease:
+    lease_id: int
+    consumer: str
+    provider: str
+    offer_hash: bytes
+    gpus: int
+    status: int  # 0 None, 1 Open, 2 Closed, 3 Finalized
+    price: int
+    deposit: int
+    paid: int
+    settled_gpu_seconds: int
+    last_seq: int
+    started_at: int
+    ends_at: int
+    max_ends_at: int
+    closed_at: int
+    liveness_deadline: int
+    collateral: int
+
+
+def offer_tuple(offer: Any) -> tuple[Any, ...]:
+    """ABI tuple for an ``Offer`` struct from any object with the protocol's offer field names."""
+    return (
+        to_checksum_address(offer.provider), offer.nonce, offer.gpu_model, offer.gpu_count, offer.vram_mib,
+        offer.price_per_gpu_second, offer.min_duration, offer.max_duration, offer.expires_at, offer.spec_hash,
+    )
+
+
+def checkpoint_tuple(cp: Any) -> tuple[Any, ...]:
+    return (cp.lease_id, cp.seq, cp.cumulative_gpu_seconds, cp.heartbeat_head, cp.timestamp)
+
+
+class Token:
+    def __init__(self, chain: ChainClient) -> None:
+        self.chain = chain
+        self.c = chain.c.token
+
+    async def balance(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "balanceOf", to_checksum_address(who)))
+
+    async def allowance(self, owner: str, spender: str) -> int:
+        return int(await self.chain.call(self.c, "allowance", to_checksum_address(owner), to_checksum_address(spender)))
+
+    async def mint(self, key: str, to: str, amount: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "mint", to_checksum_address(to), amount)
+
+    async def approve(self, key: str, spender: str, amount: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "approve", to_checksum_address(spender), amount)
+
+    async def ensure_allowance(self, key: str, spender: str, amount: int) -> TxResult | None:
+        me = self.chain.address
+        assert me is not None
+        if await self.allowance(me, spender) >= amount:
+            return None
+        return await self.approve(key, spender, 2**256 - 1)
+
+
+class Staking:
+    def __init__(self, chain: ChainClient) -> None:
+        self.chain = chain
+        self.c = chain.c.staking
+
+    async def stake(self, key: str, amount: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "stake", amount)
+
+    async def register(self, key: str, node_key: bytes, metadata_uri: str = "") -> TxResult:
+        return await self.chain.transact(key, self.c, "register", node_key, metadata_uri)
+
+    async def free_stake(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "freeStake", to_checksum_address(who)))
+
+    async def locked_stake(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "lockedStake", to_checksum_address(who)))
+
+    async def stake_of(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "stakeOf", to_checksum_address(who)))
+
+    async def is_registered(self, who: str) -> bool:
+        return bool(await self.chain.call(self.c, "isRegistered", to_checksum_address(who)))
+
+    async def node_key(self, who: str) -> bytes:
+        return bytes(await self.chain.call(self.c, "nodeKey", to_checksum_address(who)))
+
+    async def min_stake(self) -> int:
+        return int(await self.chain.call(self.c, "minStake"))
+
+
+class Escrow:
+    def __init__(self, chain: ChainClient) -> None:
+        self.chain = chain
+        self.c = chain.c.escrow
+
+    async def open_lease(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "openLease", offer_tuple(offer), signature, gpus, deposit)
+
+    async def top_up(self, key: str, lease_id: int, amount: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "topUp", lease_id, amount)
+
+    async def settle(self, key: str, cp: Any, signature: bytes) -> TxResult:
+        return await self.chain.transact(key, self.c, "settle", cp.lease_id, checkpoint_tuple(cp), signature,
+                                         race_errors=SETTLE_RACES)
+
+    async def settle_batch(self, key: str, items: list[tuple[Any, bytes]]) -> TxResult:
+        payload = [(checkpoint_tuple(cp), sig) for cp, sig in items]
+        return await self.chain.transact(key, self.c, "settleBatch", payload, race_errors=SETTLE_RACES)
+
+    async def close(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "closeLease", lease_id, race_errors=CLOSE_RACES)
+
+    async def finalize(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "finalizeLease", lease_id, race_errors=FINALIZE_RACES)
+
+    async def withdraw_earnings(self, key: str) -> TxResult:
+        return await self.chain.transact(key, self.c, "withdrawEarnings", race_errors=WITHDRAW_RACES)
+
+    async def cancel_offers_below(self, key: str, nonce: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "cancelOffersBelow", nonce)
+
+    async def get_lease(self, lease_id: int) -> OnChainLease:
+        raw = await self.chain.call(self.c, "getLease", lease_id)
+        return OnChainLease(lease_id, to_checksum_address(raw[0]), to_checksum_address(raw[1]), bytes(raw[2]),
+                            *[int(x) for x in raw[3:]])
+
+    async def earnings(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "earnings", to_checksum_address(who)))
+
+    async def min_nonce(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "minNonce", to_checksum_address(who)))
+
+    async def accrued_fees(self) -> int:
+        return int(await self.chain.call(self.c, "accruedFees"))
+
+    async def fee_bps(self) -> int:
+        return int(await self.chain.call(self.c, "feeBps"))
+
+    async def settlement_window(self) -> int:
+        return int(await self.chain.call(self.c, "settlementWindow"))
+
+    async def domain_separator(self) -> bytes:
+        return bytes(await self.chain.call(self.c, "domainSeparator"))
