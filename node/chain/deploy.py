@@ -50,20 +50,23 @@ def _constructor_args(artifact: Artifact, values: dict[str, Any]) -> list[Any]:
     ctor = next((i for i in artifact.abi if i.get("type") == "constructor"), None)
     if ctor is None:
         return []
-    args = []
-    for inp in ctor["inputs"]:
-        name = inp["name"]
-        if name not in values:
-            raise ConfigError(f"{artifact.name} constructor needs {name!r}: no deploy parameter of that name")
-        args.append(values[name])
-    return args
+    return [_arg(artifact.name, inp, values) for inp in ctor["inputs"]]
+
+
+def _arg(contract: str, inp: dict[str, Any], values: dict[str, Any]) -> Any:
+    if inp["type"] == "tuple":  # a config struct: filled field by field
+        return tuple(_arg(contract, c, values) for c in inp["components"])
+    name = inp["name"]
+    if name not in values:
+        raise ConfigError(f"{contract} constructor needs {name!r}: no deploy parameter of that name")
+    return values[name]
 
 
 async def _deploy_one(w3: AsyncWeb3, sender: TxSender, artifact: Artifact, values: dict[str, Any],
                       key: str) -> tuple[str, int]:
     contract = w3.eth.contract(abi=artifact.abi_list, bytecode=artifact.bytecode)
     args = _constructor_args(artifact, values)
-    data_hex = contract.constructor(*args)._encode_data_in_transaction()
+    data_hex = contract.constructor(*args)._encode_data_in_transaction(*args)
     data = bytes.fromhex(data_hex.removeprefix("0x"))
     # Contract creation: 'to' is empty; TxSender needs a target, so build and send manually through it.
     result = await sender.send(key, f"deploy {artifact.name}", "", data)

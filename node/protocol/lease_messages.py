@@ -1,0 +1,288 @@
+"""Typed messages of the lease stream ``/gpunet/lease/1.0.0``: strict, versioned, size-capped binary encoding.
+
+One message per frame (the stream framing is the p2p layer's). Every message starts with the same header,
+integers big-endian::
+
+    version u8 (= 1) | type u8 | leaseId u256
+
+followed by a body fixed per type:
+
+=============  ====  ==========================================================================================
+type           code  body
+=============  ====  ==========================================================================================
+JOB_SPEC          1  len u32 | sealed (nonce 24 || box); sealed plaintext = leaseId u256 || spec (<= 60,000 B)
+JOB_RESULT        2  exitCode i32 | flags u8 (bit 0 simulated) | len u16 | log tail UTF-8 (<= 4,096 B)
+HEARTBEAT         3  the 224-byte signed heartbeat (its leaseId must equal the header's)
+CHECKPOINT        4  seq u64 | cumulativeGpuSeconds u64 | heartbeatHead bytes32 | timestamp u64 | sig 65 B
+ACK               5  refType u8 | refSeq u64
+ERROR             6  refType u8 | refSeq u64 | code u16 | len u16 | message UTF-8 (<= 256 B)
+=============  ====  ==========================================================================================
+
+Decoding rejects unknown versions/types/codes, wrong lengths, trailing bytes, unknown flag bits, invalid UTF-8
+and anything over :data:`MAX_MESSAGE_SIZE`, raising :class:`LeaseMessageError` (an ``InvalidMessage``).
+The job spec travels sealed (node/crypto/box.py) with the lease id inside the box, so a sealed spec cannot be
+replayed into another lease between the same two nodes.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import nacl.signing
+
+from node.crypto import box
+from node.errors import InvalidMessage
+from node.protocol import heartbeat as hbmod
+from node.protocol.checkpoint import Checkpoint, SignedCheckpoint
+from node.protocol.lease import ReceiveCheckpoint, ReceiveHeartbeat, ReceiveJobResult
+
+PROTOCOL_ID = "/gpunet/lease/1.0.0"
+WIRE_VERSION = 1
+MAX_JOB_SPEC_BYTES = 60_000
+MAX_LOG_TAIL_BYTES = 4_096
+MAX_ERROR_MESSAGE_BYTES = 256
+MAX_MESSAGE_SIZE = 64 * 1024
+_HEADER = struct.Struct(">BB32s")
+_CHECKPOINT = struct.Struct(">QQ32sQ65s")
+_JOB_RESULT = struct.Struct(">iBH")
+_ACK = struct.Struct(">BQ")
+_ERROR = struct.Struct(">BQHH")
+_U64_MAX = 2**64 - 1
+
+
+class LeaseMessageError(InvalidMessage):
+    """A lease-stream message failed strict decoding or encoding."""
+
+
+class MsgType(enum.IntEnum):
+    JOB_SPEC = 1
+    JOB_RESULT = 2
+    HEARTBEAT = 3
+    CHECKPOINT = 4
+    ACK = 5
+    ERROR = 6
+
+
+class ErrorCode(enum.IntEnum):
+    MALFORMED = 1
+    UNKNOWN_LEASE = 2
+    HEARTBEAT_REJECTED = 3
+    CHECKPOINT_REJECTED = 4  # message: the RejectReason value and detail
+    JOB_SPEC_REJECTED = 5
+    INTERNAL = 6
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpecMessage:
+    lease_id: int
+    sealed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JobResultMessage:
+    lease_id: int
+    exit_code: int
+    log_tail: str
+    simulated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatMessage:
+    lease_id: int
+    signed: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointMessage:
+    signed_cp: SignedCheckpoint
+
+    @property
+    def lease_id(self) -> int:
+        return self.signed_cp.checkpoint.lease_id
+
+
+@dataclass(frozen=True, slots=True)
+class AckMessage:
+    lease_id: int
+    ref_type: MsgType
+    ref_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorMessage:
+    lease_id: int
+    ref_type: MsgType
+    ref_seq: int
+    code: ErrorCode
+    message: str = ""
+
+
+LeaseMessage = JobSpecMessage | JobResultMessage | HeartbeatMessage | CheckpointMessage | AckMessage | ErrorMessage
+
+
+def _header(kind: MsgType, lease_id: int) -> bytes:
+    if not isinstance(lease_id, int) or not 0 <= lease_id < 2**256:
+        raise LeaseMessageError("lease id out of range")
+    return _HEADER.pack(WIRE_VERSION, kind, lease_id.to_bytes(32, "big"))
+
+
+def _utf8(text: str, cap: int, what: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > cap:
+        raise LeaseMessageError(f"{what} longer than {cap} bytes")
+    return raw
+
+
+def encode_message(msg: LeaseMessage) -> bytes:
+    if isinstance(msg, HeartbeatMessage):
+        if len(msg.signed) != hbmod.SIGNED_SIZE:
+            raise LeaseMessageError("heartbeat must be 224 bytes")
+        out = _header(MsgType.HEARTBEAT, msg.lease_id) + msg.signed
+    elif isinstance(msg, CheckpointMessage):
+        cp = msg.signed_cp.checkpoint
+        if not all(0 <= x <= _U64_MAX for x in (cp.seq, cp.cumulative_gpu_seconds, cp.timestamp)):
+            raise LeaseMessageError("checkpoint field out of range")
+        if len(cp.heartbeat_head) != 32 or len(msg.signed_cp.signature) != 65:
+            raise LeaseMessageError("checkpoint head must be 32 bytes and signature 65 bytes")
+        body = _CHECKPOINT.pack(
+            cp.seq, cp.cumulative_gpu_seconds, cp.heartbeat_head, cp.timestamp, msg.signed_cp.signature
+        )
+        out = _header(MsgType.CHECKPOINT, cp.lease_id) + body
+    elif isinstance(msg, JobSpecMessage):
+        if len(msg.sealed) > MAX_JOB_SPEC_BYTES + 32 + box.OVERHEAD:
+            raise LeaseMessageError("sealed job spec too large")
+        out = _header(MsgType.JOB_SPEC, msg.lease_id) + len(msg.sealed).to_bytes(4, "big") + msg.sealed
+    elif isinstance(msg, JobResultMessage):
+        if not -(2**31) <= msg.exit_code < 2**31:
+            raise LeaseMessageError("exit code out of range")
+        log = _utf8(msg.log_tail, MAX_LOG_TAIL_BYTES, "log tail")
+        out = _header(MsgType.JOB_RESULT, msg.lease_id) + _JOB_RESULT.pack(msg.exit_code, int(msg.simulated), len(log))
+        out += log
+    elif isinstance(msg, AckMessage):
+        if not 0 <= msg.ref_seq <= _U64_MAX:
+            raise LeaseMessageError("ref seq out of range")
+        out = _header(MsgType.ACK, msg.lease_id) + _ACK.pack(MsgType(msg.ref_type), msg.ref_seq)
+    elif isinstance(msg, ErrorMessage):
+        if not 0 <= msg.ref_seq <= _U64_MAX:
+            raise LeaseMessageError("ref seq out of range")
+        text = _utf8(msg.message, MAX_ERROR_MESSAGE_BYTES, "error message")
+        out = _header(MsgType.ERROR, msg.lease_id) + _ERROR.pack(
+            MsgType(msg.ref_type), msg.ref_seq, ErrorCode(msg.code), len(text)
+        )
+        out += text
+    else:
+        raise LeaseMessageError(f"not a lease message: {type(msg).__name__}")
+    if len(out) > MAX_MESSAGE_SIZE:
+        raise LeaseMessageError("message too large")
+    return out
+
+
+def _decode_text(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise LeaseMessageError(f"{what} is not valid UTF-8") from exc
+
+
+def _exact(body: bytes, size: int, what: str) -> None:
+    if len(body) != size:
+        raise LeaseMessageError(f"{what} body must be {size} bytes, got {len(body)}")
+
+
+def decode_message(data: bytes) -> LeaseMessage:
+    """Strictly decode one message; raises :class:`LeaseMessageError`."""
+    data = bytes(data)
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise LeaseMessageError("message too large")
+    if len(data) < _HEADER.size:
+        raise LeaseMessageError("message shorter than its header")
+    version, kind, lease_raw = _HEADER.unpack_from(data)
+    if version != WIRE_VERSION:
+        raise LeaseMessageError(f"unsupported lease message version {version}")
+    lease_id = int.from_bytes(lease_raw, "big")
+    body = data[_HEADER.size :]
+    try:
+        kind = MsgType(kind)
+    except ValueError:
+        raise LeaseMessageError(f"unknown lease message type {kind}") from None
+
+    if kind is MsgType.HEARTBEAT:
+        _exact(body, hbmod.SIGNED_SIZE, "heartbeat")
+        if body[1:33] != lease_raw:
+            raise LeaseMessageError("heartbeat lease id differs from the header")
+        return HeartbeatMessage(lease_id, body)
+    if kind is MsgType.CHECKPOINT:
+        _exact(body, _CHECKPOINT.size, "checkpoint")
+        seq, cumulative, head, timestamp, sig = _CHECKPOINT.unpack(body)
+        return CheckpointMessage(SignedCheckpoint(Checkpoint(lease_id, seq, cumulative, head, timestamp), sig))
+    if kind is MsgType.JOB_SPEC:
+        if len(body) < 4:
+            raise LeaseMessageError("job spec body too short")
+        n = int.from_bytes(body[:4], "big")
+        if n > MAX_JOB_SPEC_BYTES + 32 + box.OVERHEAD or n < 32 + box.OVERHEAD:
+            raise LeaseMessageError("sealed job spec size out of range")
+        _exact(body, 4 + n, "job spec")
+        return JobSpecMessage(lease_id, body[4:])
+    if kind is MsgType.JOB_RESULT:
+        if len(body) < _JOB_RESULT.size:
+            raise LeaseMessageError("job result body too short")
+        exit_code, flags, n = _JOB_RESULT.unpack_from(body)
+        if flags & ~1:
+            raise LeaseMessageError("unknown job result flags")
+        if n > MAX_LOG_TAIL_BYTES:
+            raise LeaseMessageError("log tail too long")
+        _exact(body, _JOB_RESULT.size + n, "job result")
+        return JobResultMessage(lease_id, exit_code, _decode_text(body[_JOB_RESULT.size :], "log tail"), bool(flags))
+    if kind is MsgType.ACK:
+        _exact(body, _ACK.size, "ack")
+        ref, ref_seq = _ACK.unpack(body)
+        return AckMessage(lease_id, _msg_type(ref), ref_seq)
+    # ERROR
+    if len(body) < _ERROR.size:
+        raise LeaseMessageError("error body too short")
+    ref, ref_seq, code, n = _ERROR.unpack_from(body)
+    if n > MAX_ERROR_MESSAGE_BYTES:
+        raise LeaseMessageError("error message too long")
+    _exact(body, _ERROR.size + n, "error")
+    try:
+        code = ErrorCode(code)
+    except ValueError:
+        raise LeaseMessageError(f"unknown error code {code}") from None
+    return ErrorMessage(lease_id, _msg_type(ref), ref_seq, code, _decode_text(body[_ERROR.size :], "error message"))
+
+
+def _msg_type(value: int) -> MsgType:
+    try:
+        return MsgType(value)
+    except ValueError:
+        raise LeaseMessageError(f"unknown referenced message type {value}") from None
+
+
+def seal_job_spec(
+    lease_id: int, spec: bytes, sender_key: nacl.signing.SigningKey, recipient_node_key: bytes
+) -> JobSpecMessage:
+    """Seal ``spec`` (consumer -> provider) with the lease id bound inside the box. Uses a random nonce."""
+    if len(spec) > MAX_JOB_SPEC_BYTES:
+        raise LeaseMessageError("job spec too large")
+    return JobSpecMessage(lease_id, box.seal(lease_id.to_bytes(32, "big") + spec, sender_key, recipient_node_key))
+
+
+def open_job_spec(msg: JobSpecMessage, recipient_key: nacl.signing.SigningKey, sender_node_key: bytes) -> bytes:
+    """Open a sealed job spec; raises ``BoxError`` (tampered / wrong keys) or :class:`LeaseMessageError`."""
+    plain = box.open_sealed(msg.sealed, recipient_key, sender_node_key)
+    if len(plain) < 32 or int.from_bytes(plain[:32], "big") != msg.lease_id:
+        raise LeaseMessageError("sealed job spec belongs to another lease")
+    return plain[32:]
+
+
+def to_change(msg: LeaseMessage, received_at_ms: int) -> ReceiveHeartbeat | ReceiveCheckpoint | ReceiveJobResult | None:
+    """The state-machine change for a message the consumer received (``None`` for ack/error/job spec)."""
+    if isinstance(msg, HeartbeatMessage):
+        return ReceiveHeartbeat(msg.signed, received_at_ms)
+    if isinstance(msg, CheckpointMessage):
+        return ReceiveCheckpoint(msg.signed_cp, received_at_ms)
+    if isinstance(msg, JobResultMessage):
+        return ReceiveJobResult(msg.exit_code, msg.log_tail, msg.simulated, received_at_ms)
+    return None

@@ -1,0 +1,267 @@
+"""Rule-based exploration of the consumer lease state machine against honest and malicious providers.
+
+The provider holds its real keys and may misbehave (over-claiming beats and checkpoints, forks, replays, gaps,
+forgeries); a small chain model mines the transactions the consumer emits. Invariants: what the consumer has
+authorised never exceeds price x the largest usage it verified, nor the deposit; nothing it verified exceeds
+what elapsed time allows; status only moves forward; settled seqs strictly increase.
+"""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_utils import keccak
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from nacl.signing import SigningKey
+
+from node.crypto import eip712
+from node.protocol.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
+from node.protocol.heartbeat import Heartbeat, sign_heartbeat
+from node.protocol.lease import (
+    ActionCloseLease,
+    ActionOpenLease,
+    ActionTopUp,
+    ContractReceiveLeaseClosed,
+    ContractReceiveLeaseFinalized,
+    ContractReceiveLeaseOpened,
+    ContractReceiveLeaseSettled,
+    ContractReceiveSettleFailed,
+    ContractReceiveTopUp,
+    ContractSendClose,
+    ContractSendFinalize,
+    ContractSendSettle,
+    ContractSendTopUp,
+    LeaseConfig,
+    LeaseStatus,
+    OfferTerms,
+    ReceiveCheckpoint,
+    ReceiveHeartbeat,
+    StoreCheckpoint,
+    TimerTick,
+    transition,
+)
+from node.protocol.provider_lease import MeteringSample, cut_checkpoint, new_meter, next_heartbeat, update_lease_times
+
+WALLET = keccak(b"provider wallet")
+PROVIDER = Account.from_key(WALLET).address
+NODE = SigningKey(keccak(b"provider node key"))
+FORGER_WALLET = keccak(b"forger")
+FORGER_NODE = SigningKey(keccak(b"forger node"))
+CONSUMER = "0x" + "cc" * 20
+DOMAIN = eip712.Domain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+START = 1_700_000_000
+GPUS = 2
+PRICE = 7
+MAX_DURATION = 900
+LEASE = 3
+TERMS = OfferTerms(b"\x0f" * 32, PROVIDER, bytes(NODE.verify_key), PRICE, MAX_DURATION)
+CONFIG = LeaseConfig(settlement_window_s=120, topup_warning_ms=60_000)
+
+
+class ConsumerLease(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        deposit = PRICE * GPUS * 300
+        self.state, _ = transition(None, ActionOpenLease(TERMS, CONSUMER, GPUS, deposit, DOMAIN, None, CONFIG))
+        opened = ContractReceiveLeaseOpened(
+            LEASE, TERMS.offer_hash, PROVIDER, CONSUMER, GPUS, PRICE, deposit, START, START + 300
+        )
+        self.now = START * 1000
+        self.meter = new_meter(LEASE, GPUS, START, START + 300)
+        # chain model
+        self.chain_deposit = deposit
+        self.chain_ends_at = START + 300
+        self.chain_paid = 0
+        self.chain_settled_seq = 0
+        self.chain_settled_cum = 0
+        self.chain_closed_at: int | None = None
+        self.chain_finalized = False
+        self.txs: list = []
+        # observations
+        self.max_accepted_cum = 0
+        self.accepted: set[SignedCheckpoint] = set()
+        self.outstanding = 0  # authorised by sent settlements, minus those that failed
+        self.sent_amounts: dict[int, int] = {}
+        self.last_status = self.state.status
+        self.last_settled_seq = 0
+        self.last_cp: SignedCheckpoint | None = None
+        self.apply(opened)
+
+    # ----------------------------------------------------------------------------------- plumbing
+
+    def apply(self, change):
+        before = self.state
+        self.state, events = transition(self.state, change)
+        assert self.state.status >= before.status
+        if self.state.settled_seq != before.settled_seq:
+            assert self.state.settled_seq > before.settled_seq
+        for ev in events:
+            if isinstance(ev, StoreCheckpoint) and ev.accepted:
+                cp = ev.signed_cp.checkpoint
+                self.accepted.add(ev.signed_cp)
+                self.max_accepted_cum = max(self.max_accepted_cum, cp.cumulative_gpu_seconds)
+                # what the consumer verified never exceeds what time allows (+ tolerance)
+                end = min(self.now // 1000, self.state.ends_at, self.state.closed_at or 2**64)
+                bound = GPUS * max(0, end - START)
+                assert cp.cumulative_gpu_seconds <= bound + CONFIG.tolerance.slack(GPUS, bound)
+                assert cp.cumulative_gpu_seconds <= GPUS * (self.chain_ends_at - START)
+            elif isinstance(ev, ContractSendSettle):
+                assert ev.signed_cp in self.accepted, "settled an unverified checkpoint"
+                seq = ev.signed_cp.checkpoint.seq
+                assert seq not in self.sent_amounts, "settlement sent twice without a failure"
+                self.sent_amounts[seq] = ev.amount
+                self.outstanding += ev.amount
+                self.txs.append(ev)
+            elif isinstance(ev, ContractSendClose | ContractSendFinalize | ContractSendTopUp):
+                self.txs.append(ev)
+        return events
+
+    def advance(self, ms: int):
+        self.now += ms
+
+    # ----------------------------------------------------------------------------------- honest provider
+
+    @rule(dt=st.integers(1_000, 6_000))
+    def honest_beat(self, dt):
+        self.advance(dt)
+        self.meter, signed = next_heartbeat(self.meter, MeteringSample(self.now, GPUS), NODE)
+        self.apply(ReceiveHeartbeat(signed, self.now + 20))
+
+    @rule()
+    def honest_checkpoint(self):
+        self.meter, signed = cut_checkpoint(self.meter, self.now, WALLET, DOMAIN)
+        if signed is not None:
+            self.last_cp = signed
+            self.apply(ReceiveCheckpoint(signed, self.now + 30))
+
+    @rule(beats=st.integers(1, 12), jitter=st.integers(0, 900))
+    def honest_interval(self, beats, jitter):
+        for _ in range(beats):
+            self.advance(5_000)
+            self.meter, signed = next_heartbeat(self.meter, MeteringSample(self.now + jitter, GPUS), NODE)
+            self.apply(ReceiveHeartbeat(signed, self.now + 20))
+        self.honest_checkpoint()
+
+    # ----------------------------------------------------------------------------------- malicious provider
+
+    @rule(extra=st.integers(1, 10_000), chained=st.booleans())
+    def over_claiming_beat(self, extra, chained):
+        s = self.state
+        prev = s.tip_hash if chained else keccak(b"fork")
+        seq = s.tip_seq + 1
+        if seq == 1:
+            prev = bytes(32)
+        hb = Heartbeat(LEASE, seq, max(self.now, s.tip_time_ms), s.tip_gpu_seconds + extra, prev)
+        self.apply(ReceiveHeartbeat(sign_heartbeat(hb, NODE), self.now))
+
+    @rule(extra=st.integers(0, 5_000), seq_delta=st.sampled_from([-1, 0, 1, 1, 1, 2]), forged=st.booleans())
+    def malicious_checkpoint(self, extra, seq_delta, forged):
+        s = self.state
+        seq = max(s.accepted_seq, s.settled_seq) + seq_delta
+        if seq < 0:
+            return
+        cum = max(s.accepted_cumulative, s.settled_cumulative) + extra
+        cp = Checkpoint(LEASE, seq, cum, s.tip_hash, self.now // 1000)
+        signed = sign_checkpoint(cp, FORGER_WALLET if forged else WALLET, DOMAIN)
+        self.apply(ReceiveCheckpoint(signed, self.now))
+
+    @rule()
+    def replay_checkpoint(self):
+        if self.last_cp is not None:
+            self.apply(ReceiveCheckpoint(self.last_cp, self.now))
+
+    @rule()
+    def forged_beat(self):
+        s = self.state
+        hb = Heartbeat(LEASE, s.tip_seq + 1, self.now, s.tip_gpu_seconds, s.tip_hash if s.tip_seq else bytes(32))
+        self.apply(ReceiveHeartbeat(sign_heartbeat(hb, FORGER_NODE), self.now))
+
+    # ----------------------------------------------------------------------------------- user, time, chain
+
+    @rule(dt=st.integers(0, 120_000))
+    def tick(self, dt):
+        self.advance(dt)
+        self.apply(TimerTick(self.now))
+
+    @rule(amount=st.integers(1, PRICE * GPUS * 400))
+    def top_up(self, amount):
+        self.apply(ActionTopUp(amount))
+
+    @rule()
+    def close(self):
+        self.apply(ActionCloseLease())
+
+    @precondition(lambda self: self.txs)
+    @rule(fail=st.booleans())
+    def mine(self, fail):
+        tx = self.txs.pop(0)
+        now_s = self.now // 1000
+        if isinstance(tx, ContractSendSettle):
+            cp = tx.signed_cp.checkpoint
+            end = min(now_s, self.chain_ends_at, self.chain_closed_at or 2**64)
+            ok = (
+                not fail
+                and not self.chain_finalized
+                and cp.seq > self.chain_settled_seq
+                and cp.cumulative_gpu_seconds >= self.chain_settled_cum
+                and cp.cumulative_gpu_seconds <= GPUS * max(0, end - START)
+            )
+            if not ok:
+                self.outstanding -= self.sent_amounts.pop(cp.seq)
+                self.apply(ContractReceiveSettleFailed(LEASE, cp.seq, "reverted"))
+                return
+            owed = PRICE * (cp.cumulative_gpu_seconds - self.chain_settled_cum)
+            pay = min(owed, self.chain_deposit - self.chain_paid)
+            assert pay == tx.amount, (pay, tx.amount)
+            self.chain_paid += pay
+            self.chain_settled_seq, self.chain_settled_cum = cp.seq, cp.cumulative_gpu_seconds
+            self.apply(ContractReceiveLeaseSettled(LEASE, cp.seq, cp.cumulative_gpu_seconds, pay))
+        elif isinstance(tx, ContractSendClose):
+            if self.chain_closed_at is None:
+                self.chain_closed_at = now_s
+                self.meter = update_lease_times(self.meter, closed_at=now_s)
+                self.apply(ContractReceiveLeaseClosed(LEASE, now_s, CONSUMER))
+        elif isinstance(tx, ContractSendTopUp):
+            cap = PRICE * GPUS * MAX_DURATION
+            if self.chain_closed_at is None and self.chain_deposit + tx.amount <= cap and not fail:
+                self.chain_deposit += tx.amount
+                self.chain_ends_at = START + min(MAX_DURATION, self.chain_deposit // (PRICE * GPUS))
+                self.meter = update_lease_times(self.meter, ends_at=self.chain_ends_at)
+                self.apply(ContractReceiveTopUp(LEASE, tx.amount, self.chain_deposit, self.chain_ends_at))
+        elif isinstance(tx, ContractSendFinalize):
+            assert self.chain_closed_at is not None and now_s >= self.chain_closed_at + CONFIG.settlement_window_s
+            if not self.chain_finalized:
+                self.chain_finalized = True
+                self.apply(ContractReceiveLeaseFinalized(LEASE, self.chain_deposit - self.chain_paid))
+
+    # ----------------------------------------------------------------------------------- invariants
+
+    @invariant()
+    def never_authorises_more_than_proven_or_deposited(self):
+        assert self.outstanding <= PRICE * self.max_accepted_cum
+        assert self.outstanding <= self.chain_deposit
+        assert self.chain_paid <= PRICE * self.max_accepted_cum
+        assert self.state.paid == self.chain_paid
+
+    @invariant()
+    def status_only_moves_forward(self):
+        assert self.state.status >= self.last_status
+        self.last_status = self.state.status
+
+    @invariant()
+    def settled_seq_strictly_increasing(self):
+        assert self.state.settled_seq >= self.last_settled_seq
+        self.last_settled_seq = self.state.settled_seq
+        assert self.state.settled_seq == self.chain_settled_seq
+
+    @invariant()
+    def finalized_only_after_close(self):
+        if self.state.status >= LeaseStatus.FINALIZING:
+            assert self.state.closed_at is not None
+
+
+TestConsumerLease = ConsumerLease.TestCase
+TestConsumerLease.settings = settings(
+    max_examples=60, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
