@@ -148,17 +148,15 @@ def recover(digest32: bytes, signature: bytes) -> str:
 def recover_raw(digest32: bytes, signature: bytes) -> bytes:
     """Recover the 20-byte signer address (hot path: no checksumming).
 
-    Rejects wrong lengths, v not in {27, 28, 0, 1}, r or s out of range, and high-s signatures.
+    Rejects wrong lengths, v not in {27, 28}, r or s out of range, and high-s signatures.
     """
     if len(signature) != 65:
         raise SignatureError("signature must be 65 bytes")
     r = int.from_bytes(signature[0:32], "big")
     s = int.from_bytes(signature[32:64], "big")
-    v = signature[64]
-    if v >= 27:
-        v -= 27
+    v = signature[64] - 27  # the contract's ecrecover accepts only 27/28, so 0/1 would never open a lease
     if v not in (0, 1):
-        raise SignatureError("invalid signature v")
+        raise SignatureError("invalid signature v (must be 27 or 28)")
     if not (0 < r < SECP256K1_N) or not (0 < s <= SECP256K1_HALF_N):
         raise SignatureError("invalid or malleable signature (r/s out of range)")
     try:
@@ -233,3 +231,13 @@ def sign_typed_data(private_key: bytes, typed_data: dict[str, Any]) -> bytes:
     """Sign full typed data with eth-account (the wallet path); returns 65 bytes r||s||v."""
     signable = encode_typed_data(full_message=typed_data)
     return bytes(Account.sign_message(signable, private_key).signature)
+
+
+# A consumer's authorisation of the job it sends for a lease: binds the lease (and so the consumer wallet that
+# opened it) to the consumer's node key, so a provider runs only jobs sent by the lease's own consumer.
+JOB_SPEC_TYPE = b"JobSpec(uint256 leaseId,bytes32 specHash,bytes32 consumerNodeKey)"
+JOB_SPEC_TYPEHASH = keccak(JOB_SPEC_TYPE)
+
+
+def job_spec_struct_hash(lease_id: int, spec_hash: bytes, consumer_node_key: bytes) -> bytes:
+    return keccak(JOB_SPEC_TYPEHASH + _u(lease_id) + _b32(spec_hash) + _b32(consumer_node_key))

@@ -73,6 +73,34 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE INDEX IF NOT EXISTS checkpoints_lease ON checkpoints(lease_id, seq);
 
+CREATE TABLE IF NOT EXISTS lease_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    lease_id INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    event BLOB NOT NULL,               -- an event of node.protocol.lease, to be carried out
+    done INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS lease_outbox_pending ON lease_outbox(done);
+
+CREATE TABLE IF NOT EXISTS opens (
+    key TEXT PRIMARY KEY,              -- the open transaction's intent key
+    offer_id BLOB NOT NULL,
+    gpus INTEGER NOT NULL,
+    deposit TEXT NOT NULL,
+    job_spec BLOB,                     -- plaintext job spec (JSON), kept on this node only
+    lease_id INTEGER,
+    created_at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS job_results (
+    lease_id INTEGER PRIMARY KEY,
+    exit_code INTEGER NOT NULL,
+    log_tail TEXT NOT NULL,
+    simulated INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -1,0 +1,310 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {Base} from "../utils/Base.t.sol";
+import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
+
+contract SettleTest is Base {
+    uint256 internal leaseId;
+
+    function setUp() public override {
+        super.setUp();
+        leaseId = _open(2, 3600);
+        vm.warp(block.timestamp + 600);
+    }
+
+    function test_Settle() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 1000);
+        bytes memory sig = _signCp(providerKey, cp);
+        uint256 amount = PRICE * 1000;
+        uint256 fee = amount * FEE_BPS / 10_000;
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(leaseId, provider, consumer, 1, 1000, amount, fee);
+        vm.prank(consumer);
+        escrow.settle(leaseId, cp, sig);
+        assertEq(escrow.earnings(provider), amount - fee);
+        assertEq(escrow.accruedFees(), fee);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.paid, amount);
+        assertEq(l.settledGpuSeconds, 1000);
+        assertEq(l.lastSeq, 1);
+    }
+
+    function test_Settle_Incremental() public {
+        _settle(leaseId, 1, 500);
+        _settle(leaseId, 3, 1200);
+        assertEq(escrow.getLease(leaseId).paid, PRICE * 1200);
+        uint256 fees = PRICE * 500 * FEE_BPS / 10_000 + PRICE * 700 * FEE_BPS / 10_000;
+        assertEq(escrow.accruedFees(), fees);
+        assertEq(escrow.earnings(provider), PRICE * 1200 - fees);
+    }
+
+    function test_Settle_SameUsageNewSeq() public {
+        _settle(leaseId, 1, 500);
+        _settle(leaseId, 2, 500);
+        assertEq(escrow.getLease(leaseId).lastSeq, 2);
+        assertEq(escrow.getLease(leaseId).paid, PRICE * 500);
+    }
+
+    function test_Settle_UsageCappedAtEndsAt() public {
+        vm.warp(block.timestamp + 10 days);
+        // endsAt = startedAt + 3600; 2 gpus.
+        _settle(leaseId, 1, 7200);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.paid, l.deposit);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 7201);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageExceedsElapsed.selector, leaseId, 7201, 7200)
+        );
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleUsageExceedsElapsed() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 1201);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageExceedsElapsed.selector, leaseId, 1201, 1200)
+        );
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleNotConsumer() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_NotConsumer.selector, leaseId, provider));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleCheckpointLeaseMismatch() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId + 1, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_CheckpointLeaseMismatch.selector, leaseId, leaseId + 1)
+        );
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleStaleSeq() public {
+        _settle(leaseId, 2, 100);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 200);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_StaleSeq.selector, leaseId, 2, 2));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleSeqZero() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 0, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_StaleSeq.selector, leaseId, 0, 0));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleSeqTooLarge() public {
+        uint64 seq = uint64(type(uint56).max) + 1;
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, seq, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_StaleSeq.selector, leaseId, seq, 0));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleUsageDecreased() public {
+        _settle(leaseId, 1, 500);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 499);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageDecreased.selector, leaseId, 499, 500));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleSignatureNotProvider() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(consumerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_InvalidSignature.selector, provider));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleLeaseFinalized() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseFinalized.selector, leaseId));
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_Settle_AfterCloseWithinWindow_CappedAtClosedAt() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW - 1);
+        _settle(leaseId, 1, 1200);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 1201);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageExceedsElapsed.selector, leaseId, 1201, 1200)
+        );
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_SettleAfterSettlementWindow() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        uint64 windowEnd = uint64(block.timestamp + SETTLEMENT_WINDOW);
+        vm.warp(windowEnd);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_SettlementWindowClosed.selector, leaseId, windowEnd)
+        );
+        escrow.settle(leaseId, cp, sig);
+    }
+
+    function test_SettleWithConsent() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 1000);
+        bytes memory pSig = _signCp(providerKey, cp);
+        bytes memory cSig = _signCp(consumerKey, cp);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(
+            leaseId, provider, consumer, 1, 1000, PRICE * 1000, PRICE * 1000 * FEE_BPS / 10_000
+        );
+        vm.prank(provider);
+        escrow.settleWithConsent(leaseId, cp, pSig, cSig);
+        assertEq(escrow.getLease(leaseId).lastSeq, 1);
+    }
+
+    function test_RevertWhen_SettleWithConsentNotProvider() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 1000);
+        bytes memory pSig = _signCp(providerKey, cp);
+        bytes memory cSig = _signCp(consumerKey, cp);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_NotProvider.selector, leaseId, consumer));
+        escrow.settleWithConsent(leaseId, cp, pSig, cSig);
+    }
+
+    function test_RevertWhen_SettleWithConsentConsumerSigMissing() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 1000);
+        bytes memory pSig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_InvalidSignature.selector, consumer));
+        escrow.settleWithConsent(leaseId, cp, pSig, pSig);
+    }
+
+    function test_RevertWhen_SettleWithConsentLeaseNotFound() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(99, 1, 1000);
+        bytes memory pSig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotFound.selector, 99));
+        escrow.settleWithConsent(99, cp, pSig, pSig);
+    }
+
+    function test_SettleBatch() public {
+        uint256 id2 = _open(1, 3600);
+        vm.warp(block.timestamp + 100);
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](2);
+        items[0] = _item(leaseId, 1, 1000);
+        items[1] = _item(id2, 1, 50);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(
+            leaseId, provider, consumer, 1, 1000, PRICE * 1000, PRICE * 1000 * FEE_BPS / 10_000
+        );
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(id2, provider, consumer, 1, 50, PRICE * 50, PRICE * 50 * FEE_BPS / 10_000);
+        vm.prank(consumer);
+        assertEq(escrow.settleBatch(items), 2);
+        uint256 fees = PRICE * 1000 * FEE_BPS / 10_000 + PRICE * 50 * FEE_BPS / 10_000;
+        assertEq(escrow.accruedFees(), fees);
+        assertEq(escrow.earnings(provider), PRICE * 1050 - fees);
+    }
+
+    function test_SettleBatch_SkipsStaleSeq() public {
+        _settle(leaseId, 2, 500);
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](2);
+        items[0] = _item(leaseId, 2, 600);
+        items[1] = _item(leaseId, 3, 700);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.SettlementSkipped(leaseId, consumer, 2, 2);
+        vm.prank(consumer);
+        assertEq(escrow.settleBatch(items), 1);
+        assertEq(escrow.getLease(leaseId).settledGpuSeconds, 700);
+    }
+
+    function test_SettleBatch_SkipsFinalized() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](1);
+        items[0] = _item(leaseId, 1, 10);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.SettlementSkipped(leaseId, consumer, 1, 0);
+        vm.prank(consumer);
+        assertEq(escrow.settleBatch(items), 0);
+    }
+
+    function test_RevertWhen_SettleBatchEmpty() public {
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](0);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_InvalidBatchLength.selector, 0));
+        escrow.settleBatch(items);
+    }
+
+    function test_RevertWhen_SettleBatchTooLong() public {
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](257);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_InvalidBatchLength.selector, 257));
+        escrow.settleBatch(items);
+    }
+
+    function test_RevertWhen_SettleBatchBadSignature() public {
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](2);
+        items[0] = _item(leaseId, 1, 100);
+        items[1] = _item(leaseId, 2, 200);
+        items[1].providerSig = _signCp(consumerKey, items[1].checkpoint);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_InvalidSignature.selector, provider));
+        escrow.settleBatch(items);
+    }
+
+    function test_RevertWhen_SettleBatchNotConsumer() public {
+        ILeaseEscrow.SettleItem[] memory items = new ILeaseEscrow.SettleItem[](1);
+        items[0] = _item(leaseId, 1, 100);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_NotConsumer.selector, leaseId, stranger));
+        escrow.settleBatch(items);
+    }
+
+    function test_WithdrawEarnings() public {
+        _settle(leaseId, 1, 1000);
+        uint256 e = escrow.earnings(provider);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.EarningsWithdrawn(provider, e);
+        vm.prank(provider);
+        assertEq(escrow.withdrawEarnings(), e);
+        assertEq(token.balanceOf(provider), e);
+        assertEq(escrow.earnings(provider), 0);
+    }
+
+    function test_RevertWhen_WithdrawEarningsNothing() public {
+        vm.prank(provider);
+        vm.expectRevert(ILeaseEscrow.LeaseEscrow_NothingToWithdraw.selector);
+        escrow.withdrawEarnings();
+    }
+
+    function _item(uint256 id, uint64 seq, uint64 cum) internal view returns (ILeaseEscrow.SettleItem memory it) {
+        it.checkpoint = _cp(id, seq, cum);
+        it.providerSig = _signCp(providerKey, it.checkpoint);
+    }
+}
