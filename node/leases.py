@@ -89,6 +89,7 @@ class LeaseRecord:
     job_outcome: JobOutcome | None = None
     result_sent: bool = False
     final_sent: bool = False
+    outq: list[bytes] = field(default_factory=list)  # provider: encoded messages not yet acked, in order
     serving: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -159,7 +160,7 @@ class LeaseEngine:
         self.executor = executor
         self.sampler = sampler
         tol = replace(Tolerance(), heartbeat_interval_ms=max(5000, int(heartbeat_interval * 2000)))
-        self.lease_config = L.LeaseConfig(max_consecutive_rejections=max_rejections,
+        self.lease_config = L.LeaseConfig(max_consecutive_rejections=max_rejections, settle_retry_ms=5_000,
                                           settlement_window_s=settlement_window, tolerance=tol)
         self.leases: dict[tuple[int, str], LeaseRecord] = {}
         self._settle_queue: dict[int, L.ContractSendSettle] = {}
@@ -173,8 +174,9 @@ class LeaseEngine:
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         for row in self.db.query("SELECT state FROM leases"):
-            state, meter, peer, devices = pickle.loads(row["state"])
-            rec = LeaseRecord(state=state, meter=meter, peer=peer, devices=tuple(devices))
+            state, meter, peer, devices, outq, (result_sent, final_sent) = pickle.loads(row["state"])
+            rec = LeaseRecord(state=state, meter=meter, peer=peer, devices=tuple(devices), outq=list(outq),
+                              result_sent=result_sent, final_sent=final_sent)
             self.leases[rec.key] = rec
             if state.role is L.Role.PROVIDER and state.status < L.LeaseStatus.FINALIZED:
                 self._busy_devices.update(rec.devices)
@@ -214,7 +216,8 @@ class LeaseEngine:
 
     # ------------------------------------------------------------------------------------------ dispatcher
     def _persist(self, rec: LeaseRecord, change: object | None, events: list[Any]) -> list[int]:
-        blob = pickle.dumps((rec.state, rec.meter, rec.peer, list(rec.devices)))
+        blob = pickle.dumps((rec.state, rec.meter, rec.peer, list(rec.devices), list(rec.outq),
+                             (rec.result_sent, rec.final_sent)))
         lid, role = rec.key
         ids: list[int] = []
         now = time.time()
@@ -268,8 +271,7 @@ class LeaseEngine:
         elif isinstance(ev, L.ContractSendClose):
             self._spawn(self._send(outbox_id, rec, "close", lambda: self.escrow.close(f"close:{lid}", lid)))
         elif isinstance(ev, L.ContractSendFinalize):
-            self._spawn(self._send(outbox_id, rec, "finalize",
-                                   lambda: self.escrow.finalize(f"finalize:{lid}", lid)))
+            self._spawn(self._finalize(outbox_id, rec))
         elif isinstance(ev, L.ContractSendTopUp):
             self._spawn(self._top_up(outbox_id, rec, ev.amount))
         elif isinstance(ev, L.SendJobSpec):
@@ -290,6 +292,27 @@ class LeaseEngine:
             c.execute("INSERT INTO checkpoints(lease_id, seq, cumulative, body, status, reason, received_at) "
                       "VALUES(?,?,?,?,?,?,?)", (lease_id, cp.seq, cp.cumulative_gpu_seconds, body, status, reason,
                                                 time.time()))
+
+    async def _finalize(self, outbox_id: int, rec: LeaseRecord) -> None:
+        """Finalize once the settlement window has passed on-chain (block time may lag the local clock)."""
+        lid = rec.state.lease_id
+        for attempt in range(60):
+            try:
+                result = await self.escrow.finalize(f"finalize:{lid}:{attempt}", lid)
+                self.gas.append({"kind": "finalizeLease", "lease_id": lid, "gas": result.gas_used})
+                self._done(outbox_id)
+                return
+            except TxRace as exc:
+                if not exc.error.startswith(("LeaseEscrow_SettlementWindowOpen", "LeaseEscrow_ClaimPending")):
+                    self._done(outbox_id, f"race: {exc.error}")  # finalized by someone else
+                    return
+            except TxFailed as exc:
+                self._done(outbox_id, exc.error)
+                return
+            except ChainError as exc:
+                log.warning("finalize deferred", extra={"lease_id": lid, "error": str(exc)[:200]})
+            await self._pause(2.0)
+        self._done(outbox_id, "gave up finalizing")
 
     async def _send(self, outbox_id: int, rec: LeaseRecord, kind: str, fn: Callable[[], Any]) -> None:
         try:
@@ -425,10 +448,17 @@ class LeaseEngine:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settle_interval)
             if not self._settle_queue:
                 continue
-            batch = list(self._settle_queue.values())[:256]
+            try:  # the contract caps usage by block time: send only checkpoints the chain's clock has reached
+                chain_now = int((await self.chain.w3.eth.get_block("latest"))["timestamp"])
+            except Exception as exc:
+                log.warning("settlement deferred: no block", extra={"error": repr(exc)[:200]})
+                continue
+            due = [ev for ev in self._settle_queue.values() if ev.signed_cp.checkpoint.timestamp <= chain_now]
+            batch = due[:256]
             for ev in batch:
                 self._settle_queue.pop(ev.lease_id, None)
-            await self._settle(batch)
+            if batch:
+                await self._settle(batch)
 
     async def _settle(self, batch: list[L.ContractSendSettle]) -> None:
         items = [(ev.signed_cp.checkpoint, ev.signed_cp.signature) for ev in batch]
@@ -547,51 +577,74 @@ class LeaseEngine:
         return UsageSummary(len(readings), tuple(readings), simulated)
 
     async def _serve(self, rec: LeaseRecord) -> None:
-        """Provider: one heartbeat per interval (a checkpoint when due) until the lease is closed and proven."""
+        """Provider: one heartbeat per interval (a checkpoint when due) until the lease is closed and proven.
+
+        Metering starts when the consumer's job spec is accepted (the consumer's peer is known). Messages go
+        through an ordered, persisted queue and are retried until acked: a lost beat would break the chain.
+        """
         lid = rec.state.lease_id
         interval_ms = int(self.checkpoint_interval * 1000)
         while not self._stop.is_set():
-            job_running = rec.job is not None and rec.job.running
-            if rec.job is not None and not rec.job.running and rec.job_outcome is None:
-                rec.job_outcome = await rec.job.wait()
-            assert rec.meter is not None
-            now = _now_ms()
-            sample = MeteringSample(now, rec.meter.gpus if job_running else 0, self._usage(rec, job_running))
-            meter, events = provider_tick(rec.meter, sample, self.node_key, self.wallet_key, self.domain, interval_ms)
-            final = False
-            if rec.meter.closed_at is not None and not rec.final_sent:
-                meter, cp = cut_checkpoint(meter, now, self.wallet_key, self.domain)
-                if cp is not None:
-                    events += [L.StoreCheckpoint(lid, cp, True), SendCheckpoint(lid, cp)]
-                final = True
-            async with self._lock:
-                rec.meter = meter
-                for ev in events:
-                    if isinstance(ev, L.StoreCheckpoint):
-                        self._store_checkpoint(lid, ev.signed_cp, "sent", "")
-                self._persist(rec, None, [])  # meter first, then send: a used seq is never signed twice
-            if rec.peer is not None:
-                for ev in events:
-                    if isinstance(ev, SendHeartbeat):
-                        await self._send_to_consumer(rec, HeartbeatMessage(lid, ev.signed))
-                    elif isinstance(ev, SendCheckpoint):
-                        await self._send_to_consumer(rec, CheckpointMessage(ev.signed_cp))
-                if rec.job_outcome is not None and not rec.result_sent:
-                    o = rec.job_outcome
-                    tail = o.log_tail.decode("utf-8", errors="replace")[-4000:]
-                    if await self._send_to_consumer(rec, JobResultMessage(lid, o.exit_code, tail, o.simulated)):
-                        rec.result_sent = True
-            if final:
-                rec.final_sent = True
-                async with self._lock:
-                    self._persist(rec, None, [])
+            if rec.peer is None and rec.meter is not None and rec.meter.closed_at is None:
+                await self._pause(0.2)
+                continue
+            if rec.final_sent and not rec.outq:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.heartbeat_interval)
+            if not rec.final_sent:
+                await self._meter_once(rec, lid, interval_ms)
+            await self._flush(rec)
+            await self._pause(self.heartbeat_interval)
 
-    async def _send_to_consumer(self, rec: LeaseRecord, msg: Any) -> bool:
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _meter_once(self, rec: LeaseRecord, lid: int, interval_ms: int) -> None:
+        job_running = rec.job is not None and rec.job.running
+        if rec.job is not None and not job_running and rec.job_outcome is None:
+            rec.job_outcome = await rec.job.wait()
+        assert rec.meter is not None
+        now = _now_ms()
+        sample = MeteringSample(now, rec.meter.gpus if job_running else 0, self._usage(rec, job_running))
+        meter, events = provider_tick(rec.meter, sample, self.node_key, self.wallet_key, self.domain, interval_ms)
+        if meter.closed_at is not None:  # the lease is closed: prove the rest now, then stop metering
+            meter, cp = cut_checkpoint(meter, now, self.wallet_key, self.domain)
+            if cp is not None:
+                events += [L.StoreCheckpoint(lid, cp, True), SendCheckpoint(lid, cp)]
+            rec.final_sent = True
+        out: list[bytes] = []
+        for ev in events:
+            if isinstance(ev, SendHeartbeat):
+                out.append(encode_message(HeartbeatMessage(lid, ev.signed)))
+            elif isinstance(ev, SendCheckpoint):
+                out.append(encode_message(CheckpointMessage(ev.signed_cp)))
+        if rec.job_outcome is not None and not rec.result_sent:
+            o = rec.job_outcome
+            tail = o.log_tail.decode("utf-8", errors="replace")[-4000:]
+            out.append(encode_message(JobResultMessage(lid, o.exit_code, tail, o.simulated)))
+            rec.result_sent = True
+        async with self._lock:
+            rec.meter = meter
+            rec.outq.extend(out)
+            for ev in events:
+                if isinstance(ev, L.StoreCheckpoint):
+                    self._store_checkpoint(lid, ev.signed_cp, "sent", "")
+            self._persist(rec, None, [])  # meter and queue first, then send: a used seq is never signed twice
+
+    async def _flush(self, rec: LeaseRecord) -> None:
+        sent = 0
+        while rec.outq and rec.peer is not None:
+            if not await self._send_to_consumer(rec, rec.outq[0]):
+                break
+            rec.outq.pop(0)
+            sent += 1
+        if sent:
+            async with self._lock:
+                self._persist(rec, None, [])
+
+    async def _send_to_consumer(self, rec: LeaseRecord, data: bytes) -> bool:
         try:
-            reply = await self.p2p.request(rec.peer, LEASE_PROTOCOL, encode_message(msg), timeout=10.0)
+            reply = await self.p2p.request(rec.peer, LEASE_PROTOCOL, data, timeout=10.0)
             answer = decode_message(reply) if reply else None
             return isinstance(answer, AckMessage)
         except Exception as exc:

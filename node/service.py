@@ -138,6 +138,9 @@ class Node:
         if hasattr(self, "p2p"):
             with contextlib.suppress(Exception):
                 await self.p2p.stop()
+        if hasattr(self, "chain"):
+            with contextlib.suppress(Exception):
+                await self.chain.w3.provider.disconnect()
         if hasattr(self, "market"):
             self.market.store.close()
         if hasattr(self, "db"):
@@ -149,6 +152,9 @@ class Node:
             return int(await w3.eth.chain_id)
         except Exception as exc:
             raise ChainError(f"RPC endpoint {self.cfg.rpc_url} unreachable: {type(exc).__name__}") from exc
+        finally:
+            with contextlib.suppress(Exception):
+                await w3.provider.disconnect()
 
     async def _catch_up(self) -> None:
         head = int(await self.chain.w3.eth.block_number) - self.cfg.confirmations
@@ -278,8 +284,8 @@ class Node:
                       expires_at=int(time.time()) + pc.offer_ttl, spec_hash=spec_hash(spec))
         so = sign_offer(offer, spec, self.wallet_key, self.domain)
         blob = self.market.encode_offer(so)
+        await self.p2p.publish(blob)  # validated locally first, so before it is in our own book
         self.market.add(so, blob)
-        await self.p2p.publish(blob)
         view = offer_view(offer.struct_hash(), so)
         self.published.append(view)
         del self.published[:-20]

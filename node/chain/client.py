@@ -8,6 +8,7 @@ At connect it checks the chain id and that each contract's runtime code is the c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,10 @@ class ChainClient:
             artifacts=artifacts,
         )
         return cls(w3, deployment, contracts, db, wallet_key)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.w3.provider.disconnect()
 
     # --- reads -----------------------------------------------------------------------------------------------
     async def call(self, contract: AsyncContract, fn: str, *args: Any, block: int | str = "latest") -> Any:

@@ -110,4 +110,5 @@ async def deploy_all(rpc_url: str, deployer_key: bytes, params: DeployParams = D
         parameters=recorded, code_hashes={n: a.code_hash for n, a in arts.items()},
     )
     save_deployment(deployment, out or deployment_path(chain_id))
+    await w3.provider.disconnect()
     return deployment

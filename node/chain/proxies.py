@@ -17,7 +17,8 @@ from node.chain.tx import TxResult
 # Errors that mean "someone else already did it / the state moved on": recoverable, not bugs.
 SETTLE_RACES = frozenset({"LeaseEscrow_StaleSeq", "LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowClosed"})
 CLOSE_RACES = frozenset({"LeaseEscrow_LeaseNotOpen", "LeaseEscrow_LeaseFinalized"})
-FINALIZE_RACES = frozenset({"LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowOpen"})
+FINALIZE_RACES = frozenset({"LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowOpen",
+                            "LeaseEscrow_ClaimPending"})
 WITHDRAW_RACES = frozenset({"LeaseEscrow_NothingToWithdraw"})
 
 
@@ -44,8 +45,11 @@ class OnChainLease:
 
 def offer_tuple(offer: Any) -> tuple[Any, ...]:
     """ABI tuple for an ``Offer`` struct from any object with the protocol's offer field names."""
+    provider = offer.provider
+    if isinstance(provider, bytes | bytearray):
+        provider = "0x" + bytes(provider).hex()
     return (
-        to_checksum_address(offer.provider), offer.nonce, offer.gpu_model, offer.gpu_count, offer.vram_mib,
+        to_checksum_address(provider), offer.nonce, offer.gpu_model, offer.gpu_count, offer.vram_mib,
         offer.price_per_gpu_second, offer.min_duration, offer.max_duration, offer.expires_at, offer.spec_hash,
     )
 

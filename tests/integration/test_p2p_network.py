@@ -1,0 +1,377 @@
+"""Real libp2p hosts on loopback TCP, driven through the asyncio bridge. No mocks, no fixed sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
+
+from node.errors import InvalidMessage
+from node.p2p import LEASE_PROTOCOL, SYNC_PROTOCOL, GossipParams, P2PConfig
+from node.p2p.bridge import P2PNode, P2PRuntime
+from node.p2p.errors import PeerUnavailable, RequestTimeout
+from node.p2p.framing import FrameError, encode_uvarint
+from node.types import ACCEPTED, Validation, Verdict
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TOPIC = "gpunet/31337/0x0000000000000000000000000000000000000001/offers/1"
+
+
+def ok_validator(data: bytes, sender: str) -> Validation:
+    if data.startswith(b"ok"):
+        return ACCEPTED
+    if data.startswith(b"boom"):
+        raise RuntimeError("validator bug")
+    return Validation(Verdict.REJECT, "bad_prefix")
+
+
+def accept_all(data: bytes, sender: str) -> Validation:
+    return ACCEPTED
+
+
+async def wait_until(cond: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = cond()
+        if asyncio.iscoroutine(res):
+            res = await res
+        if res:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.02)
+
+
+def counter(node: P2PNode, verdict: str, reason: str) -> float:
+    value = node.metrics.registry.get_sample_value(
+        "gpunet_gossip_messages_total", {"verdict": verdict, "reason": reason}
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+async def runtime():
+    async with P2PRuntime() as rt:
+        yield rt
+
+
+@pytest.fixture
+async def make_node(tmp_path, runtime):
+    """Start nodes in the shared runtime; all are stopped at teardown."""
+    nodes: list[P2PNode] = []
+
+    async def make(validate=ok_validator, live_offers=list, gossip: GossipParams | None = None, **kw) -> P2PNode:
+        cfg = P2PConfig(
+            key_path=tmp_path / f"n{len(nodes)}" / "node.key",
+            topic=TOPIC,
+            gossip=gossip or GossipParams(),
+            **kw,
+        )
+        node = P2PNode(cfg, validate, live_offers, runtime=runtime)
+        await node.start()
+        nodes.append(node)
+        return node
+
+    yield make
+    await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+async def in_mesh(node: P2PNode) -> bool:
+    return any(p.in_mesh for p in await node.peers())
+
+
+async def drain(node: P2PNode) -> list:
+    out = []
+    while not node.queue.empty():
+        out.append(node.queue.get_nowait())
+    return out
+
+
+async def line(make_node, n: int, **kw) -> list[P2PNode]:
+    nodes = [await make_node(**kw) for _ in range(n)]
+    for a, b in itertools.pairwise(nodes):
+        await b.connect(a.listen_addrs[0])
+    for node in nodes:
+        await wait_until(lambda node=node: in_mesh(node), what="mesh")
+    return nodes
+
+
+# ---- gossip ---------------------------------------------------------------------------------------------
+
+
+async def test_ten_node_mesh_delivers_to_all(make_node) -> None:
+    hub = await make_node()
+    nodes = [hub] + [await make_node(bootstrap=(hub.listen_addrs[0],)) for _ in range(9)]
+    # chain some leaves too so the mesh is not only a star
+    for a, b in itertools.pairwise(nodes[1:]):
+        await b.connect(a.listen_addrs[0])
+    for node in nodes:
+        await wait_until(lambda node=node: in_mesh(node), what="mesh")
+    await nodes[5].publish(b"ok hello mesh")
+    for node in nodes:
+        if node is nodes[5]:
+            continue
+        await wait_until(lambda node=node: not node.queue.empty(), what="delivery")
+        msg = node.queue.get_nowait()
+        assert msg.data == b"ok hello mesh"
+        assert msg.origin == nodes[5].peer_id
+        assert msg.topic == TOPIC and msg.via == "gossip"
+    assert nodes[5].queue.empty()  # own publishes are not echoed back
+    assert all(p.peer_id.startswith("12D3KooW") for p in await hub.peers())
+    assert all(a.endswith("/p2p/" + hub.peer_id) for a in hub.listen_addrs)
+
+
+async def test_reject_is_neither_delivered_nor_forwarded(make_node) -> None:
+    a = await make_node(validate=accept_all)  # a misbehaving publisher: accepts its own garbage
+    b = await make_node()
+    c = await make_node()
+    await b.connect(a.listen_addrs[0])
+    await c.connect(b.listen_addrs[0])
+    for node in (a, b, c):
+        await wait_until(lambda node=node: in_mesh(node), what="mesh")
+    await a.publish(b"bad offer")
+    await a.publish(b"boom")  # the validator raises on this one
+    await a.publish(b"ok marker")
+    await wait_until(lambda: c.queue.qsize() >= 1, what="marker at C")
+    got_c = [m.data for m in await drain(c)]
+    got_b = [m.data for m in await drain(b)]
+    assert got_c == [b"ok marker"]
+    assert got_b == [b"ok marker"]
+    assert counter(b, "reject", "bad_prefix") == 1
+    assert counter(b, "reject", "validator_error") == 1
+    assert counter(b, "accept", "ok") == 1
+    assert counter(c, "reject", "bad_prefix") == 0  # never reached C
+    assert counter(c, "accept", "ok") == 1
+
+
+async def test_local_publish_is_validated(make_node) -> None:
+    node = await make_node()
+    with pytest.raises(InvalidMessage):
+        await node.publish(b"not ok")
+    with pytest.raises(InvalidMessage):
+        await node.publish(b"ok" + b"x" * (300 * 1024))  # over max_message_bytes
+    assert counter(node, "reject", "oversize") == 1
+
+
+def _signed_spam_frames(attacker: P2PNode, frames: int, per_frame: int) -> list[bytes]:
+    """Validly signed pubsub RPCs carrying invalid payloads, as raw length-prefixed frames."""
+    key = attacker.host._key_pair.private_key
+    from_id = ID.from_base58(attacker.peer_id).to_bytes()
+    out, seq = [], 1 << 40
+    for _ in range(frames):
+        rpc = rpc_pb2.RPC()
+        for _ in range(per_frame):
+            seq += 1
+            msg = rpc_pb2.Message(
+                data=b"spam %d" % seq, topicIDs=[TOPIC], from_id=from_id, seqno=seq.to_bytes(8, "big")
+            )
+            msg.signature = key.sign(PUBSUB_SIGNING_PREFIX.encode() + msg.SerializeToString())
+            rpc.publish.append(msg)
+        body = rpc.SerializeToString()
+        out.append(encode_uvarint(len(body)) + body)
+    return out
+
+
+@pytest.mark.parametrize("ban", [True, False], ids=["ban", "no-ban"])
+async def test_invalid_flood_does_not_stall_valid_traffic(make_node, tmp_path, ban: bool) -> None:
+    gossip = GossipParams() if ban else GossipParams(reject_penalty_threshold=1e12)
+    a, b, c = await line(make_node, 3, gossip=gossip)
+    # the attacker lives in its own trio thread, as it would in its own process
+    async with P2PRuntime() as other:
+        cfg = P2PConfig(key_path=tmp_path / "attacker" / "node.key", topic=TOPIC)
+        attacker = P2PNode(cfg, accept_all, runtime=other)
+        await attacker.start()
+        try:
+            await attacker.connect(b.listen_addrs[0])
+            frames = _signed_spam_frames(attacker, frames=120, per_frame=50)  # 6000 invalid messages
+
+            async def flood() -> int:  # ~3000 msgs/s over a raw gossipsub stream, bypassing any queue
+                sent = 0
+                try:
+                    stream = await attacker.host._host.new_stream(ID.from_base58(b.peer_id), [PROTOCOL_ID_V11])
+                    for frame in frames:
+                        await stream.write(frame)
+                        sent += 50
+                        await trio.sleep(1 / 60)
+                except Exception:
+                    pass  # banned and disconnected
+                return sent
+
+            flood_task = asyncio.ensure_future(other.call(flood))
+            await wait_until(lambda: counter(b, "reject", "bad_prefix") >= 40, what="flood reaching B")
+            t0 = time.monotonic()
+            for i in range(20):  # each valid message must cross B while B is being flooded
+                await a.publish(b"ok valid %d" % i)
+                await wait_until(lambda i=i: c.queue.qsize() >= i + 1, timeout=5, what=f"valid message {i} at C")
+            elapsed = time.monotonic() - t0
+            sent = await flood_task
+        finally:
+            await attacker.stop()
+    assert sorted(m.data for m in await drain(c)) == sorted(b"ok valid %d" % i for i in range(20))
+    assert counter(c, "reject", "bad_prefix") == 0  # nothing invalid was forwarded
+    bans = b.metrics.registry.get_sample_value("gpunet_p2p_peer_bans_total")
+    if ban:
+        assert bans == 1
+        assert sent < 6000  # cut off
+    else:
+        assert bans == 0
+        assert sent == 6000
+        assert counter(b, "reject", "bad_prefix") > 3000
+    assert elapsed < 10, f"valid traffic took {elapsed:.1f}s under flood"
+
+
+async def test_garbage_on_the_wire_does_not_crash(make_node, runtime) -> None:
+    a, b = await line(make_node, 2)
+
+    async def send_raw(protocol: str, payload: bytes) -> None:
+        stream = await a.host._host.new_stream(ID.from_base58(b.peer_id), [TProtocol(protocol)])
+        with contextlib.suppress(Exception), trio.move_on_after(2):
+            await stream.write(payload)
+            await stream.read(1)  # until the peer resets/closes
+        with contextlib.suppress(Exception):
+            await stream.reset()
+
+    await runtime.call(send_raw, "/meshsub/1.1.0", os.urandom(4096))
+    # a well-formed RPC whose message carries a garbage public key (kills an unguarded py-libp2p 0.8.1 pubsub)
+    evil = rpc_pb2.RPC()
+    evil.publish.append(
+        rpc_pb2.Message(
+            data=b"ok",
+            topicIDs=[TOPIC],
+            from_id=os.urandom(34),
+            seqno=b"\0" * 8,
+            key=os.urandom(40),
+            signature=b"s" * 64,
+        )
+    )
+    body = evil.SerializeToString()
+    await runtime.call(send_raw, "/meshsub/1.1.0", encode_uvarint(len(body)) + body)
+    await runtime.call(send_raw, "/meshsub/1.1.0", encode_uvarint(50 * 1024 * 1024) + b"x" * 100)
+    await runtime.call(send_raw, SYNC_PROTOCOL, encode_uvarint(10 * 1024 * 1024))
+    await runtime.call(send_raw, SYNC_PROTOCOL, encode_uvarint(4) + b"\x09\x09\x09\x09")
+    b.set_handler(LEASE_PROTOCOL, _echo)
+    await wait_until(lambda: LEASE_PROTOCOL in b._handlers, what="handler")
+    await runtime.call(send_raw, LEASE_PROTOCOL, encode_uvarint(2 * 1024 * 1024))
+    await runtime.call(send_raw, LEASE_PROTOCOL, b"\xff" * 12)
+    errors = b.metrics.registry.get_sample_value(
+        "gpunet_p2p_stream_errors_total", {"protocol": SYNC_PROTOCOL, "reason": "frame"}
+    )
+    assert errors == 2
+    assert (
+        b.metrics.registry.get_sample_value(
+            "gpunet_p2p_stream_errors_total", {"protocol": "/meshsub", "reason": "malformed_message"}
+        )
+        == 1
+    )
+    # still alive: gossip and requests both work
+    await wait_until(lambda: in_mesh(a), what="mesh after garbage")
+    await a.publish(b"ok after garbage")
+    await wait_until(lambda: not b.queue.empty(), what="delivery after garbage")
+    assert (await drain(b))[0].data == b"ok after garbage"
+    assert await a.request(b.peer_id, LEASE_PROTOCOL, b"ping", timeout=5) == b"echo:ping"
+
+
+# ---- offers sync ----------------------------------------------------------------------------------------
+
+
+async def test_late_joiner_syncs_all_pages(make_node) -> None:
+    offers = [b"ok offer %04d " % i + os.urandom(200) for i in range(600)]
+    offers += [b"invalid %d" % i for i in range(7)]
+    old = await make_node(live_offers=lambda: list(offers), sync_page_offers=256)
+    late = await make_node(sync_page_offers=256)
+    n = await late.sync_from(old.listen_addrs[0])
+    assert n == 600
+    got = await drain(late)
+    assert sorted(m.data for m in got) == sorted(offers[:600])
+    assert all(m.via == "sync" and m.sender == old.peer_id for m in got)
+    assert counter(late, "reject", "bad_prefix") == 7
+    served = old.metrics.registry.get_sample_value("gpunet_p2p_sync_offers_total", {"direction": "served"})
+    assert served == 607
+    # by peer id as well, now that the address is known
+    assert await late.sync_from(old.peer_id) == 600
+
+
+async def test_sync_from_unknown_peer_fails_cleanly(make_node) -> None:
+    node = await make_node()
+    with pytest.raises(PeerUnavailable):
+        await node.sync_from("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo")
+
+
+# ---- request / response -------------------------------------------------------------------------------
+
+
+async def _echo(peer: str, body: bytes) -> bytes:
+    return b"echo:" + body
+
+
+async def test_request_response_with_timeout(make_node) -> None:
+    a = await make_node()
+    b = await make_node()
+    seen: list[tuple[str, bytes]] = []
+    release = asyncio.Event()
+
+    async def lease_handler(peer: str, body: bytes) -> bytes | None:
+        seen.append((peer, body))
+        if body == b"slow":
+            await release.wait()
+        if body == b"fire-and-forget":
+            return None
+        return b"reply:" + body
+
+    b.set_handler(LEASE_PROTOCOL, lease_handler)
+    await a.connect(b.listen_addrs[0])
+    assert await a.request(b.peer_id, LEASE_PROTOCOL, b"hello", timeout=5) == b"reply:hello"
+    assert seen[-1] == (a.peer_id, b"hello")
+    big = os.urandom(1024 * 1024 - 16)
+    echoed = await a.request(b.peer_id, LEASE_PROTOCOL, big[:-8], timeout=10)  # reply near the 1 MiB cap
+    assert echoed == b"reply:" + big[:-8]
+    with pytest.raises(RequestTimeout):
+        await a.request(b.peer_id, LEASE_PROTOCOL, b"slow", timeout=0.5)
+    release.set()
+    assert await a.request(b.peer_id, LEASE_PROTOCOL, b"fire-and-forget", expect_reply=False, timeout=5) is None
+    await wait_until(lambda: seen[-1][1] == b"fire-and-forget", what="one-way message")
+    with pytest.raises(FrameError):
+        await a.request(b.peer_id, LEASE_PROTOCOL, b"x" * (1024 * 1024 + 1), timeout=5)
+    with pytest.raises(PeerUnavailable):
+        await a.request(b.peer_id, "/gpunet/unknown/1.0.0", b"x", timeout=5)
+
+
+async def test_handler_error_resets_stream(make_node) -> None:
+    a = await make_node()
+    b = await make_node()
+
+    async def broken(peer: str, body: bytes) -> bytes:
+        raise ValueError("bug in handler")
+
+    b.set_handler(LEASE_PROTOCOL, broken)
+    await a.connect(b.listen_addrs[0])
+    with pytest.raises(PeerUnavailable):
+        await a.request(b.peer_id, LEASE_PROTOCOL, b"hi", timeout=5)
+    errors = b.metrics.registry.get_sample_value(
+        "gpunet_p2p_stream_errors_total", {"protocol": LEASE_PROTOCOL, "reason": "handler_error"}
+    )
+    assert errors == 1
+    b.set_handler(LEASE_PROTOCOL, _echo)  # replaced on a running node
+    await wait_until(lambda: b._handlers[LEASE_PROTOCOL] is _echo)
+    assert await a.request(b.peer_id, LEASE_PROTOCOL, b"hi", timeout=5) == b"echo:hi"
+
+
+async def test_restart_keeps_peer_id(tmp_path) -> None:
+    cfg = P2PConfig(key_path=tmp_path / "keys" / "node.key", topic=TOPIC)
+    async with P2PNode(cfg, ok_validator) as node:
+        first = node.peer_id
+    assert oct((tmp_path / "keys" / "node.key").stat().st_mode & 0o777) == "0o600"
+    async with P2PNode(cfg, ok_validator) as node:
+        assert node.peer_id == first

@@ -1,0 +1,133 @@
+"""Pure parts of the p2p layer: frames, the offers-sync codec and paging, node keys, config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import pytest
+
+from node.errors import ConfigError
+from node.p2p import GossipParams, P2PConfig, offers_topic
+from node.p2p.framing import FrameError, decode_uvarint, encode_frame, encode_uvarint
+from node.p2p.keys import load_or_create_node_key, peer_id_of
+from node.p2p.sync import (
+    OfferPager,
+    SyncPage,
+    SyncRequest,
+    decode_page,
+    decode_request,
+    encode_page,
+    encode_request,
+)
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**20, 2**63])
+def test_uvarint_roundtrip(value: int) -> None:
+    enc = encode_uvarint(value)
+    assert decode_uvarint(enc) == (value, len(enc))
+
+
+def test_uvarint_rejects_overlong_and_truncated() -> None:
+    with pytest.raises(FrameError):
+        decode_uvarint(b"\xff" * 11)
+    with pytest.raises(FrameError):
+        decode_uvarint(b"\x80")
+    with pytest.raises(FrameError):
+        decode_uvarint(b"\x80\x00")  # non-minimal
+
+
+def test_encode_frame_caps_size() -> None:
+    assert encode_frame(b"abc") == b"\x03abc"
+    with pytest.raises(FrameError):
+        encode_frame(b"x" * 11, max_bytes=10)
+
+
+def test_sync_request_roundtrip_and_rejects_garbage() -> None:
+    req = SyncRequest(cursor=b"\x01" * 32, limit=256)
+    assert decode_request(encode_request(req)) == req
+    assert decode_request(encode_request(SyncRequest())) == SyncRequest()
+    for bad in [b"", b"\x02\x00\x01\x00", b"\x01\x05abcde\x00\x01", b"\x01\x00\x00\x00", b"\x01\x00\x01\x00\x00"]:
+        with pytest.raises(FrameError):
+            decode_request(bad)
+
+
+def test_sync_page_roundtrip_and_rejects_garbage() -> None:
+    page = SyncPage((b"a", b"", b"x" * 300), b"\x07" * 32)
+    assert decode_page(encode_page(page)) == page
+    last = SyncPage((b"z",), None)
+    assert decode_page(encode_page(last)) == last
+    body = encode_page(page)
+    for bad in [body[:-1], body + b"\x00", b"\x01\x02\x00", b"\x09\x00\x00"]:
+        with pytest.raises(FrameError):
+            decode_page(bad)
+    with pytest.raises(FrameError):
+        decode_page(encode_page(SyncPage((b"a",) * 5, None)), max_offers=4)
+
+
+def test_pager_walks_every_offer_once_within_limits() -> None:
+    offers = [os.urandom(1000) for _ in range(700)]
+    pager = OfferPager(lambda: list(offers), page_offers=256, page_bytes=100_000)
+    seen: list[bytes] = []
+    cursor = b""
+    pages = 0
+    while True:
+        page = pager.page(SyncRequest(cursor, 1000))
+        pages += 1
+        assert len(page.blobs) <= 256
+        assert len(encode_page(page)) <= 100_000
+        seen.extend(page.blobs)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(offers)
+    assert pages == 8  # 100 kB pages of ~1 kB offers: 99 per page
+
+
+def test_pager_cursor_survives_removals() -> None:
+    offers = [bytes([i]) * 10 for i in range(10)]
+    live = list(offers)
+    pager = OfferPager(lambda: list(live), page_offers=4, page_bytes=4096, cache_s=-1)
+    first = pager.page(SyncRequest(b"", 4))
+    live.remove(first.blobs[0])  # removed after it was served
+    second = pager.page(SyncRequest(first.next_cursor, 4))
+    assert not set(first.blobs) & set(second.blobs)
+    by_hash = sorted(offers, key=lambda b: hashlib.sha256(b).digest())
+    assert list(second.blobs) == by_hash[4:8]
+
+
+def test_key_created_0600_and_reloaded_same_id(tmp_path) -> None:
+    path = tmp_path / "deep" / "dir" / "node.key"
+    kp = load_or_create_node_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert peer_id_of(load_or_create_node_key(path)) == peer_id_of(kp)
+    assert peer_id_of(kp).startswith("12D3KooW")  # ed25519 identity
+
+
+def test_key_world_readable_refused(tmp_path) -> None:
+    path = tmp_path / "node.key"
+    load_or_create_node_key(path)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_or_create_node_key(path)
+
+
+def test_key_garbage_refused(tmp_path) -> None:
+    path = tmp_path / "node.key"
+    path.write_bytes(b"not a key")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError):
+        load_or_create_node_key(path)
+
+
+def test_config_validation(tmp_path) -> None:
+    topic = offers_topic(31337, "0xABCDEF0000000000000000000000000000000001")
+    assert topic == "gpunet/31337/0xabcdef0000000000000000000000000000000001/offers/1"
+    P2PConfig(key_path=tmp_path / "k", topic=topic)
+    with pytest.raises(ConfigError):
+        P2PConfig(key_path=tmp_path / "k", topic=topic, bootstrap=("/ip4/127.0.0.1/tcp/1",))
+    with pytest.raises(ConfigError):
+        GossipParams(degree=3, degree_low=4)
+    with pytest.raises(ConfigError):
+        GossipParams(max_message_bytes=2 * 1024 * 1024)
