@@ -181,6 +181,12 @@ class LeaseEngine:
             if state.role is L.Role.PROVIDER and state.status < L.LeaseStatus.FINALIZED:
                 self._busy_devices.update(rec.devices)
                 rec.serving = self._spawn(self._serve(rec))  # resumes metering; the job itself did not survive
+        for rec in self.leases.values():  # a settlement accepted before a restart and not yet confirmed
+            st = rec.state
+            pending = st.pending_settlement
+            if (st.role is L.Role.CONSUMER and pending is not None and st.last_accepted is not None
+                    and st.last_accepted.checkpoint.seq == pending.seq and st.settled_seq < pending.seq):
+                self._settle_queue[st.lease_id] = L.ContractSendSettle(st.lease_id, st.last_accepted, pending.amount)
         self.p2p.set_handler(LEASE_PROTOCOL, self._on_lease_message)
         # carry out events a crash left in the outbox
         for row in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 ORDER BY id"):

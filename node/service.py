@@ -122,7 +122,10 @@ class Node:
         log.info("node started", extra={"peer_id": self.p2p.peer_id, "api": self.api_url, "address": self.address})
 
     async def stop(self) -> None:
-        """Best effort; safe after a partial start."""
+        """Best effort; safe after a partial start and when called twice."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         if self.engine is not None:
             await self.engine.stop()
         if hasattr(self, "poller"):

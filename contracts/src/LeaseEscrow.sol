@@ -14,13 +14,19 @@ import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
 /// @title LeaseEscrow
 /// @notice Escrow of gpunet GPU leases. See ILeaseEscrow and docs/spec.md.
 /// @dev Storage is laid out for the hot paths:
-/// - a lease is three slots: `LeaseHead` (consumer, gpus, startedAt, maxEndsAt), the offer hash, and
-///   `LeaseState` (deposit, settled usage, last seq, status, closedAt) — a settlement writes only the last one;
-/// - the provider and price live once per offer in `OfferState`, next to the offer's GPUs in use;
+/// - a lease is two slots: `LeaseHead` (consumer, offer id, gpus, startedAt), set at open and never written again,
+///   and `LeaseState` (deposit, settled usage, last seq, status, closedAt), the only slot settlements, top-ups and
+///   closes write;
+/// - an offer gets a sequential uint32 id at its first lease; its terms (provider, price, maxDuration) are stored
+///   once per id in `OfferTerms`, so a settlement finds everything in three slots (two of the lease, one of the
+///   offer); `OfferSlot` (id, GPUs in use), keyed by the offer hash, is what `openLease` reads and writes;
 /// - `paid` is not stored: it is always `price * settledGpuSeconds` (settlements are capped by elapsed paid-through
-///   time, so they never exceed the deposit); `endsAt` is not stored either: it is derived from the deposit;
+///   time, so they never exceed the deposit); `endsAt` and `maxEndsAt` are derived from the deposit, startedAt and
+///   the offer's maxDuration;
 /// - lease collateral is `deposit * collateralBps / 10_000` minus what was slashed (top-ups lock the difference);
-/// - fees accrue in the slot that also holds the fee rate and the lease counter.
+/// - fees accrue in the slot that also holds the fee rate and the lease and offer counters;
+/// - a provider's earnings slot stores earnings + 1 once it was first credited and keeps 1 after a withdrawal, so
+///   later credits rewrite a non-zero slot.
 /// Timestamps are stored as uint32 (valid until 2106).
 contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -32,12 +38,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     /// @dev Slot 0 of a lease: set at open, never written again.
     struct LeaseHead {
         address consumer;
+        uint32 offerId;
         uint32 gpus;
         uint32 startedAt;
-        uint32 maxEndsAt;
     }
 
-    /// @dev Slot 2 of a lease: the only slot settlements, top-ups and closes write.
+    /// @dev Slot 1 of a lease: the only slot settlements, top-ups and closes write.
     /// `closedAt` holds the liveness-challenge deadline while the lease is open, and the close time afterwards.
     struct LeaseState {
         uint96 deposit;
@@ -49,15 +55,21 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
 
     struct LeaseData {
         LeaseHead head;
-        bytes32 offerHash;
         LeaseState state;
     }
 
-    /// @dev Per offer (keyed by its EIP-712 struct hash), one slot.
-    struct OfferState {
+    /// @dev Per offer id, one slot, written once (at the offer's first lease). `maxDuration` is capped at 2^32 - 1,
+    /// which leaves maxEndsAt = min(startedAt + maxDuration, 2^32 - 1) unchanged.
+    struct OfferTerms {
         address provider;
-        uint32 gpusInUse;
         uint64 pricePerGpuSecond;
+        uint32 maxDuration;
+    }
+
+    /// @dev Per offer hash, one slot: the offer's id (0 before its first lease) and its GPUs in use.
+    struct OfferSlot {
+        uint32 id;
+        uint32 gpusInUse;
     }
 
     /// @dev Protocol-wide hot values, one slot.
@@ -65,6 +77,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         uint128 accruedFees;
         uint64 leaseCount;
         uint16 feeBps;
+        uint32 offerCount;
     }
 
     struct ClaimData {
@@ -80,6 +93,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
 
     uint256 private constant _BPS = 10_000;
     uint256 private constant _MAX_SEQ = type(uint56).max;
+    /// @dev Bit offsets of `Globals.leaseCount` and `Globals.offerCount` in the globals slot.
+    uint256 private constant _LEASE_COUNT_SHIFT = 128;
+    uint256 private constant _OFFER_COUNT_SHIFT = 208;
 
     /// @dev keccak256 of the `Offer` type string of docs/spec.md.
     bytes32 private constant _OFFER_TYPEHASH = keccak256(
@@ -101,7 +117,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     Globals private _globals;
     address private _treasury;
     mapping(uint256 leaseId => LeaseData) private _leases;
-    mapping(bytes32 offerHash => OfferState) private _offers;
+    mapping(uint256 offerId => OfferTerms) private _offers;
+    mapping(bytes32 offerHash => OfferSlot) private _offerSlots;
+    mapping(uint256 offerId => bytes32) private _offerHashes;
     mapping(uint256 leaseId => ClaimData) private _claims;
     mapping(uint256 leaseId => uint256) private _slashed;
     mapping(address provider => uint256) private _minNonces;
@@ -168,11 +186,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         LeaseData storage lease = _leases[leaseId];
         LeaseState memory st = lease.state;
         if (st.status != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
-        OfferState memory o = _offers[lease.offerHash];
+        LeaseHead memory head = lease.head;
+        OfferTerms memory o = _offers[head.offerId];
         uint256 newDeposit = uint256(st.deposit) + amount;
         uint256 extraCollateral = newDeposit * _collateralBps / _BPS - uint256(st.deposit) * _collateralBps / _BPS;
         lease.state.deposit = uint96(newDeposit);
-        _emitToppedUp(leaseId, lease.head, o, amount, newDeposit);
+        _emitToppedUp(leaseId, head, o, amount, newDeposit);
         if (extraCollateral != 0) _staking.lockCollateral(o.provider, extraCollateral);
         _token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -206,7 +225,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
             (address provider, uint256 net, uint256 fee) = _settleItem(items[i]);
             if (provider == address(0)) continue;
             if (provider != runProvider) {
-                if (runNet != 0) _earnings[runProvider] += runNet;
+                if (runNet != 0) _addEarnings(runProvider, runNet);
                 runProvider = provider;
                 runNet = 0;
             }
@@ -217,7 +236,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
                 ++settledCount;
             }
         }
-        if (runNet != 0) _earnings[runProvider] += runNet;
+        if (runNet != 0) _addEarnings(runProvider, runNet);
         if (totalFee != 0) _globals.accruedFees += uint128(totalFee);
     }
 
@@ -227,10 +246,10 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         LeaseHead memory head = lease.head;
         LeaseState memory st = lease.state;
         if (st.status != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
-        OfferState memory o = _offers[lease.offerHash];
+        OfferTerms memory o = _offers[head.offerId];
         if (msg.sender != head.consumer) {
             if (msg.sender != o.provider) revert LeaseEscrow_NotConsumer(leaseId, msg.sender);
-            uint256 endsAt = _endsAt(head, st.deposit, uint256(o.pricePerGpuSecond) * head.gpus);
+            uint256 endsAt = _endsAt(head, o, st.deposit);
             if (block.timestamp < endsAt) revert LeaseEscrow_LeaseNotEnded(leaseId, uint64(endsAt));
         }
         _close(lease, leaseId, o.provider, head.consumer);
@@ -249,16 +268,16 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (block.timestamp < windowEnd) revert LeaseEscrow_SettlementWindowOpen(leaseId, uint64(windowEnd));
         if (_claims[leaseId].readyAt != 0) revert LeaseEscrow_ClaimPending(leaseId);
         LeaseHead memory head = lease.head;
-        bytes32 offerHash = lease.offerHash;
-        OfferState storage o = _offers[offerHash];
+        OfferTerms memory o = _offers[head.offerId];
         address provider = o.provider;
         // paid = price * settled <= deposit (see _pay).
         uint256 refund = uint256(st.deposit) - uint256(o.pricePerGpuSecond) * st.settledGpuSeconds;
         uint256 collateral = _collateral(leaseId, st.deposit);
         lease.state.status = LeaseStatus.Finalized;
+        OfferSlot storage slot = _offerSlots[_offerHashes[head.offerId]];
         unchecked {
             // The lease's gpus were added to gpusInUse at open and are removed exactly once, here.
-            o.gpusInUse -= head.gpus;
+            slot.gpusInUse -= head.gpus;
         }
         emit LeaseFinalized(leaseId, provider, head.consumer, refund, collateral);
         if (collateral != 0) _staking.unlockCollateral(provider, collateral);
@@ -276,11 +295,11 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         LeaseHead memory head = lease.head;
         LeaseState memory st = lease.state;
         if (st.status == LeaseStatus.None) revert LeaseEscrow_LeaseNotFound(leaseId);
-        OfferState memory o = _offers[lease.offerHash];
+        OfferTerms memory o = _offers[head.offerId];
         if (o.provider != msg.sender) revert LeaseEscrow_NotProvider(leaseId, msg.sender);
         _checkSettleable(leaseId, st);
         if (_claims[leaseId].readyAt != 0) revert LeaseEscrow_ClaimPending(leaseId);
-        _checkUsage(leaseId, head, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
+        _checkUsage(leaseId, head, st, o, cp.seq, cp.cumulativeGpuSeconds);
         if (cp.cumulativeGpuSeconds == st.settledGpuSeconds) revert LeaseEscrow_NothingToClaim(leaseId);
         _verify(_hashCheckpoint(cp), providerSig, o.provider);
         uint64 readyAt = uint64(block.timestamp) + _disputeWindow;
@@ -291,8 +310,8 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     /// @inheritdoc ILeaseEscrow
     function dispute(uint256 leaseId, UsageCheckpoint calldata cp, bytes calldata providerSig) external {
         if (cp.leaseId != leaseId) revert LeaseEscrow_CheckpointLeaseMismatch(leaseId, cp.leaseId);
-        LeaseData storage lease = _leases[leaseId];
-        address consumer = lease.head.consumer;
+        LeaseHead memory head = _leases[leaseId].head;
+        address consumer = head.consumer;
         if (consumer != msg.sender) revert LeaseEscrow_NotConsumer(leaseId, msg.sender);
         ClaimData memory c = _claims[leaseId];
         if (c.readyAt == 0) revert LeaseEscrow_NoClaim(leaseId);
@@ -300,7 +319,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (cp.seq < c.seq || cp.cumulativeGpuSeconds >= c.cumulativeGpuSeconds) {
             revert LeaseEscrow_InvalidEvidence(leaseId);
         }
-        address provider = _offers[lease.offerHash].provider;
+        address provider = _offers[head.offerId].provider;
         _verify(_hashCheckpoint(cp), providerSig, provider);
         delete _claims[leaseId];
         emit ClaimDisputed(leaseId, provider, consumer, c.seq, cp.seq);
@@ -313,9 +332,10 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (block.timestamp < c.readyAt) revert LeaseEscrow_DisputeWindowOpen(leaseId, c.readyAt);
         delete _claims[leaseId];
         LeaseData storage lease = _leases[leaseId];
-        address consumer = lease.head.consumer;
+        LeaseHead memory head = lease.head;
+        address consumer = head.consumer;
         LeaseState memory st = lease.state;
-        OfferState memory o = _offers[lease.offerHash];
+        OfferTerms memory o = _offers[head.offerId];
         uint256 net;
         uint256 fee;
         // A settlement after the claim (higher seq, or more usage) makes it moot. The claim's usage was checked
@@ -336,8 +356,8 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         LeaseState memory st = lease.state;
         if (st.status != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
         if (st.closedAt != 0) revert LeaseEscrow_ChallengePending(leaseId);
-        OfferState memory o = _offers[lease.offerHash];
-        uint256 endsAt = _endsAt(head, st.deposit, uint256(o.pricePerGpuSecond) * head.gpus);
+        OfferTerms memory o = _offers[head.offerId];
+        uint256 endsAt = _endsAt(head, o, st.deposit);
         if (block.timestamp >= endsAt) revert LeaseEscrow_LeaseEnded(leaseId, uint64(endsAt));
         uint32 deadline = uint32(block.timestamp + _livenessWindow);
         lease.state.closedAt = deadline;
@@ -348,13 +368,14 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     function answerLiveness(uint256 leaseId) external {
         LeaseData storage lease = _leases[leaseId];
         LeaseState memory st = lease.state;
-        address provider = _offers[lease.offerHash].provider;
+        LeaseHead memory head = lease.head;
+        address provider = _offers[head.offerId].provider;
         if (provider != msg.sender) revert LeaseEscrow_NotProvider(leaseId, msg.sender);
         if (st.status != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
         if (st.closedAt == 0) revert LeaseEscrow_NoChallenge(leaseId);
         if (block.timestamp >= st.closedAt) revert LeaseEscrow_LivenessWindowClosed(leaseId, st.closedAt);
         lease.state.closedAt = 0;
-        emit LivenessAnswered(leaseId, provider, lease.head.consumer);
+        emit LivenessAnswered(leaseId, provider, head.consumer);
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -364,8 +385,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (st.status != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
         if (st.closedAt == 0) revert LeaseEscrow_NoChallenge(leaseId);
         if (block.timestamp < st.closedAt) revert LeaseEscrow_LivenessWindowOpen(leaseId, st.closedAt);
-        address consumer = lease.head.consumer;
-        address provider = _offers[lease.offerHash].provider;
+        LeaseHead memory head = lease.head;
+        address consumer = head.consumer;
+        address provider = _offers[head.offerId].provider;
         uint256 slashAmount = _collateral(leaseId, st.deposit) * _livenessSlashBps / _BPS;
         if (slashAmount != 0) _slashed[leaseId] += slashAmount;
         _close(lease, leaseId, provider, consumer);
@@ -385,7 +407,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         LeaseState memory st = lease.state;
         if (st.status == LeaseStatus.None) revert LeaseEscrow_LeaseNotFound(leaseId);
         if (st.status == LeaseStatus.Finalized) revert LeaseEscrow_LeaseFinalized(leaseId);
-        address provider = _offers[lease.offerHash].provider;
+        address provider = _offers[lease.head.offerId].provider;
         _checkEquivocation(leaseId, provider, cpA, sigA, cpB, sigB);
         uint256 slashAmount = _collateral(leaseId, st.deposit);
         if (slashAmount == 0) revert LeaseEscrow_NothingToSlash(leaseId);
@@ -410,9 +432,13 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
 
     /// @inheritdoc ILeaseEscrow
     function withdrawEarnings() external nonReentrant returns (uint256 amount) {
-        amount = _earnings[msg.sender];
-        if (amount == 0) revert LeaseEscrow_NothingToWithdraw();
-        _earnings[msg.sender] = 0;
+        uint256 stored = _earnings[msg.sender];
+        if (stored <= 1) revert LeaseEscrow_NothingToWithdraw();
+        unchecked {
+            amount = stored - 1;
+        }
+        // Keeps the slot non-zero for the next credit.
+        _earnings[msg.sender] = 1;
         emit EarningsWithdrawn(msg.sender, amount);
         _token.safeTransfer(msg.sender, amount);
     }
@@ -452,11 +478,10 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     function getLease(uint256 leaseId) external view returns (Lease memory lease) {
         LeaseData memory l = _leases[leaseId];
         if (l.state.status == LeaseStatus.None) return lease;
-        OfferState memory o = _offers[l.offerHash];
-        uint256 rate = uint256(o.pricePerGpuSecond) * l.head.gpus;
+        OfferTerms memory o = _offers[l.head.offerId];
         lease.consumer = l.head.consumer;
         lease.provider = o.provider;
-        lease.offerHash = l.offerHash;
+        lease.offerHash = _offerHashes[l.head.offerId];
         lease.gpus = l.head.gpus;
         lease.status = l.state.status;
         lease.pricePerGpuSecond = o.pricePerGpuSecond;
@@ -465,8 +490,8 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         lease.settledGpuSeconds = l.state.settledGpuSeconds;
         lease.lastSeq = l.state.lastSeq;
         lease.startedAt = l.head.startedAt;
-        lease.endsAt = uint64(_endsAt(l.head, l.state.deposit, rate));
-        lease.maxEndsAt = l.head.maxEndsAt;
+        lease.endsAt = uint64(_endsAt(l.head, o, l.state.deposit));
+        lease.maxEndsAt = uint64(_maxEndsAt(l.head, o));
         if (l.state.status == LeaseStatus.Open) lease.livenessDeadline = l.state.closedAt;
         else lease.closedAt = l.state.closedAt;
         if (l.state.status != LeaseStatus.Finalized) lease.collateral = _collateral(leaseId, l.state.deposit);
@@ -485,7 +510,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
 
     /// @inheritdoc ILeaseEscrow
     function offerGpusInUse(bytes32 offerHash) external view returns (uint32) {
-        return _offers[offerHash].gpusInUse;
+        return _offerSlots[offerHash].gpusInUse;
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -510,7 +535,8 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
 
     /// @inheritdoc ILeaseEscrow
     function earnings(address provider) external view returns (uint256) {
-        return _earnings[provider];
+        uint256 stored = _earnings[provider];
+        return stored == 0 ? 0 : stored - 1;
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -571,34 +597,61 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         private
         returns (uint256 leaseId)
     {
-        (bytes32 offerHash, uint256 inUse, uint256 maxEndsAt) = _checkOpen(offer, providerSig, gpus, deposit);
-        leaseId = uint256(_globals.leaseCount) + 1;
-        _globals.leaseCount = uint64(leaseId);
-        // inUse + gpus <= gpuCount < 2^32; provider and price are fixed by the offer hash.
-        _offers[offerHash] = OfferState(offer.provider, uint32(inUse + gpus), uint64(offer.pricePerGpuSecond));
-        uint64 endsAt = _writeLease(leaseId, offerHash, gpus, deposit, maxEndsAt, offer.pricePerGpuSecond);
+        (bytes32 offerHash, OfferSlot memory slot, uint256 endsAt) = _checkOpen(offer, providerSig, gpus, deposit);
+        leaseId = _storeLease(offer, offerHash, slot, gpus, deposit);
         _emitOpened(leaseId, offer, offerHash, gpus, deposit, endsAt);
-        address provider = offer.provider;
         // Reverts unless the provider is registered with enough free stake.
-        _staking.lockCollateral(provider, deposit * _collateralBps / _BPS);
+        _staking.lockCollateral(offer.provider, deposit * _collateralBps / _BPS);
         _token.safeTransferFrom(msg.sender, address(this), deposit);
     }
 
-    /// @dev Stores a new lease; returns its paid-through end.
-    function _writeLease(
-        uint256 leaseId,
+    /// @dev Writes the globals, the offer (terms at its first lease) and the new lease; returns its id.
+    function _storeLease(
+        Offer calldata offer,
         bytes32 offerHash,
+        OfferSlot memory slot,
         uint32 gpus,
-        uint256 deposit,
-        uint256 maxEndsAt,
-        uint256 price
-    ) private returns (uint64) {
-        LeaseHead memory head = LeaseHead(msg.sender, gpus, uint32(block.timestamp), uint32(maxEndsAt));
+        uint256 deposit
+    ) private returns (uint256 leaseId) {
+        // The packed slots below are written with one SSTORE each; see the struct layouts (first member lowest).
+        uint256 g;
+        assembly ("memory-safe") {
+            g := sload(_globals.slot)
+        }
+        uint256 offerId = slot.id;
+        if (offerId == 0) {
+            // First lease of this offer: its terms are fixed by the offer hash, store them once.
+            // Checked: panics after 2^32 - 1 offers.
+            offerId = uint32(g >> _OFFER_COUNT_SHIFT) + 1;
+            g = (g & ~(uint256(type(uint32).max) << _OFFER_COUNT_SHIFT)) | (offerId << _OFFER_COUNT_SHIFT);
+            uint256 maxDuration = offer.maxDuration;
+            if (maxDuration > type(uint32).max) maxDuration = type(uint32).max;
+            uint256 termsWord =
+                uint256(uint160(offer.provider)) | (offer.pricePerGpuSecond << 160) | (maxDuration << 224);
+            OfferTerms storage terms = _offers[offerId];
+            assembly ("memory-safe") {
+                sstore(terms.slot, termsWord)
+            }
+            _offerHashes[offerId] = offerHash;
+        }
+        unchecked {
+            // leaseCount < 2^64 - 1 in practice: one per transaction.
+            leaseId = uint256(uint64(g >> _LEASE_COUNT_SHIFT)) + 1;
+        }
+        g = (g & ~(uint256(type(uint64).max) << _LEASE_COUNT_SHIFT)) | (leaseId << _LEASE_COUNT_SHIFT);
+        // gpusInUse + gpus <= gpuCount < 2^32 (checked in _checkOpen).
+        uint256 slotWord = offerId | ((uint256(slot.gpusInUse) + gpus) << 32);
+        uint256 headWord = uint256(uint160(msg.sender)) | (offerId << 160) | (uint256(gpus) << 192)
+            | (block.timestamp << 224);
+        uint256 stateWord = deposit | (uint256(uint8(LeaseStatus.Open)) << 216);
         LeaseData storage lease = _leases[leaseId];
-        lease.head = head;
-        lease.offerHash = offerHash;
-        lease.state = LeaseState(uint96(deposit), 0, 0, LeaseStatus.Open, 0);
-        return uint64(_endsAt(head, deposit, price * gpus));
+        OfferSlot storage offerSlot = _offerSlots[offerHash];
+        assembly ("memory-safe") {
+            sstore(_globals.slot, g)
+            sstore(offerSlot.slot, slotWord)
+            sstore(lease.slot, headWord)
+            sstore(add(lease.slot, 1), stateWord)
+        }
     }
 
     function _emitOpened(
@@ -607,7 +660,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         bytes32 offerHash,
         uint32 gpus,
         uint256 deposit,
-        uint64 endsAt
+        uint256 endsAt
     ) private {
         emit LeaseOpened(
             leaseId,
@@ -618,16 +671,16 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
             offer.pricePerGpuSecond,
             deposit,
             uint64(block.timestamp),
-            endsAt
+            uint64(endsAt)
         );
     }
 
-    /// @dev All checks of `openLease` but the provider's stake; returns the offer hash, its GPUs in use and the
-    /// lease's maxEndsAt.
+    /// @dev All checks of `openLease` but the provider's stake; returns the offer hash, its slot and the lease's
+    /// paid-through end.
     function _checkOpen(Offer calldata offer, bytes calldata providerSig, uint32 gpus, uint256 deposit)
         private
         view
-        returns (bytes32 offerHash, uint256 inUse, uint256 maxEndsAt)
+        returns (bytes32 offerHash, OfferSlot memory slot, uint256 endsAt)
     {
         if (block.timestamp >= offer.expiresAt) revert LeaseEscrow_OfferExpired(offer.expiresAt);
         uint256 price = offer.pricePerGpuSecond;
@@ -642,7 +695,8 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         offerHash = _hashOffer(offer);
         _verify(offerHash, providerSig, offer.provider);
 
-        inUse = _offers[offerHash].gpusInUse;
+        slot = _offerSlots[offerHash];
+        uint256 inUse = slot.gpusInUse;
         // inUse <= gpuCount always holds for a signed offer (only _open adds to it, after this check).
         uint256 available = offer.gpuCount > inUse ? offer.gpuCount - inUse : 0;
         if (gpus > available) revert LeaseEscrow_InsufficientCapacity(offerHash, gpus, uint32(available));
@@ -650,10 +704,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         uint256 rate = price * gpus;
         uint256 minDeposit = rate * offer.minDuration;
         if (deposit < minDeposit) revert LeaseEscrow_DepositTooLow(deposit, minDeposit);
-        maxEndsAt = block.timestamp + offer.maxDuration;
+        uint256 maxEndsAt = block.timestamp + offer.maxDuration;
         if (maxEndsAt > type(uint32).max) maxEndsAt = type(uint32).max;
         uint256 maxDeposit = _maxDeposit(rate, maxEndsAt - block.timestamp);
         if (deposit > maxDeposit) revert LeaseEscrow_DepositTooHigh(deposit, maxDeposit);
+        endsAt = block.timestamp + deposit / rate;
+        if (endsAt > maxEndsAt) endsAt = maxEndsAt;
     }
 
     /// @dev Applies a validated checkpoint: writes the lease state, returns the provider's share and the fee.
@@ -675,9 +731,13 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
             // fee <= amount since feeBps <= MAX_FEE_BPS < 10_000.
             net = amount - fee;
         }
+        // One SSTORE of the whole LeaseState slot: deposit, settled, lastSeq, status, closedAt.
+        uint256 word = uint256(st.deposit) | (uint256(cumulative) << 96) | (uint256(uint56(seq)) << 160)
+            | (uint256(uint8(st.status)) << 216) | (uint256(st.closedAt) << 224);
         LeaseState storage state = lease.state;
-        state.settledGpuSeconds = cumulative;
-        state.lastSeq = uint56(seq);
+        assembly ("memory-safe") {
+            sstore(state.slot, word)
+        }
     }
 
     /// @dev `settle` (sent by the consumer) and `settleWithConsent` (sent by the provider; the caller checks the
@@ -689,9 +749,10 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (cp.leaseId != leaseId) revert LeaseEscrow_CheckpointLeaseMismatch(leaseId, cp.leaseId);
         LeaseData storage lease = _leases[leaseId];
         LeaseState memory st = lease.state;
-        OfferState memory o = _offers[lease.offerHash];
+        OfferTerms memory o;
         {
             LeaseHead memory head = lease.head;
+            o = _offers[head.offerId];
             consumer = head.consumer;
             if (byProvider) {
                 if (st.status == LeaseStatus.None) revert LeaseEscrow_LeaseNotFound(leaseId);
@@ -700,7 +761,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
                 revert LeaseEscrow_NotConsumer(leaseId, msg.sender);
             }
             _checkSettleable(leaseId, st);
-            _checkUsage(leaseId, head, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
+            _checkUsage(leaseId, head, st, o, cp.seq, cp.cumulativeGpuSeconds);
         }
         _verify(_hashCheckpoint(cp), providerSig, o.provider);
         (uint256 net, uint256 fee) = _pay(lease, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
@@ -721,9 +782,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
                 emit SettlementSkipped(cp.leaseId, msg.sender, cp.seq, st.lastSeq);
                 return (address(0), 0, 0);
             }
-            OfferState memory o = _offers[lease.offerHash];
+            OfferTerms memory o = _offers[head.offerId];
             provider = o.provider;
-            _checkUsage(cp.leaseId, head, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
+            _checkUsage(cp.leaseId, head, st, o, cp.seq, cp.cumulativeGpuSeconds);
             _verify(_hashCheckpoint(cp), item.providerSig, provider);
             (net, fee) = _pay(lease, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
         }
@@ -752,12 +813,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     function _emitToppedUp(
         uint256 leaseId,
         LeaseHead memory head,
-        OfferState memory o,
+        OfferTerms memory o,
         uint256 amount,
         uint256 newDeposit
     ) private {
         uint256 rate = uint256(o.pricePerGpuSecond) * head.gpus;
-        uint256 maxDeposit = _maxDeposit(rate, uint256(head.maxEndsAt) - head.startedAt);
+        uint256 maxDeposit = _maxDeposit(rate, _maxEndsAt(head, o) - head.startedAt);
         if (newDeposit > maxDeposit) revert LeaseEscrow_DepositTooHigh(newDeposit, maxDeposit);
         emit LeaseToppedUp(
             leaseId,
@@ -766,15 +827,21 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
             msg.sender,
             amount,
             newDeposit,
-            uint64(_endsAt(head, newDeposit, rate)),
+            uint64(_endsAt(head, o, newDeposit)),
             _collateral(leaseId, newDeposit)
         );
     }
 
     /// @dev Adds a settlement to the provider's earnings and the accrued fees.
     function _credit(address provider, uint256 net, uint256 fee) private {
-        _earnings[provider] += net;
+        if (net != 0) _addEarnings(provider, net);
         if (fee != 0) _globals.accruedFees += uint128(fee);
+    }
+
+    /// @dev The earnings slot holds earnings + 1 once credited (see the storage notes).
+    function _addEarnings(address provider, uint256 net) private {
+        uint256 stored = _earnings[provider];
+        _earnings[provider] = (stored == 0 ? 1 : stored) + net;
     }
 
     function _close(LeaseData storage lease, uint256 leaseId, address provider, address consumer) private {
@@ -805,7 +872,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         uint256 leaseId,
         LeaseHead memory head,
         LeaseState memory st,
-        uint256 price,
+        OfferTerms memory o,
         uint64 seq,
         uint64 cumulative
     ) private view {
@@ -813,7 +880,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (cumulative < st.settledGpuSeconds) {
             revert LeaseEscrow_UsageDecreased(leaseId, cumulative, st.settledGpuSeconds);
         }
-        uint256 end = _endsAt(head, st.deposit, price * head.gpus);
+        uint256 end = _endsAt(head, o, st.deposit);
         if (st.status == LeaseStatus.Closed && st.closedAt < end) end = st.closedAt;
         if (block.timestamp < end) end = block.timestamp;
         uint256 maxUsage;
@@ -824,10 +891,21 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (cumulative > maxUsage) revert LeaseEscrow_UsageExceedsElapsed(leaseId, cumulative, maxUsage);
     }
 
-    /// @dev Paid-through end: startedAt + min(maxDuration, deposit / rate).
-    function _endsAt(LeaseHead memory head, uint256 deposit, uint256 rate) private pure returns (uint256 endsAt) {
-        endsAt = uint256(head.startedAt) + deposit / rate;
-        if (endsAt > head.maxEndsAt) endsAt = head.maxEndsAt;
+    /// @dev Paid-through end: min(startedAt + deposit / (price * gpus), maxEndsAt).
+    function _endsAt(LeaseHead memory head, OfferTerms memory o, uint256 deposit)
+        private
+        pure
+        returns (uint256 endsAt)
+    {
+        endsAt = uint256(head.startedAt) + deposit / (uint256(o.pricePerGpuSecond) * head.gpus);
+        uint256 maxEndsAt = _maxEndsAt(head, o);
+        if (endsAt > maxEndsAt) endsAt = maxEndsAt;
+    }
+
+    /// @dev startedAt + the offer's maxDuration, capped at 2^32 - 1.
+    function _maxEndsAt(LeaseHead memory head, OfferTerms memory o) private pure returns (uint256 maxEndsAt) {
+        maxEndsAt = uint256(head.startedAt) + o.maxDuration;
+        if (maxEndsAt > type(uint32).max) maxEndsAt = type(uint32).max;
     }
 
     function _maxDeposit(uint256 rate, uint256 maxDuration) private pure returns (uint256 maxDeposit) {
