@@ -181,12 +181,13 @@ class LeaseEngine:
             if state.role is L.Role.PROVIDER and state.status < L.LeaseStatus.FINALIZED:
                 self._busy_devices.update(rec.devices)
                 rec.serving = self._spawn(self._serve(rec))  # resumes metering; the job itself did not survive
-        for rec in self.leases.values():  # a settlement accepted before a restart and not yet confirmed
+        for rec in self.leases.values():
+            # A settlement sent (or queued) before a restart and not confirmed since: forget the in-flight marker so
+            # the next tick settles the latest verified checkpoint. Settlement is cumulative and keyed by
+            # (lease, seq), so this can neither pay twice nor skip usage; a mined one arrives as LeaseSettled.
             st = rec.state
-            pending = st.pending_settlement
-            if (st.role is L.Role.CONSUMER and pending is not None and st.last_accepted is not None
-                    and st.last_accepted.checkpoint.seq == pending.seq and st.settled_seq < pending.seq):
-                self._settle_queue[st.lease_id] = L.ContractSendSettle(st.lease_id, st.last_accepted, pending.amount)
+            if st.role is L.Role.CONSUMER and st.pending_settlement is not None:
+                rec.state = replace(st, pending_settlement=None, settle_blocked_until_ms=0)
         self.p2p.set_handler(LEASE_PROTOCOL, self._on_lease_message)
         # carry out events a crash left in the outbox
         for row in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 ORDER BY id"):

@@ -67,6 +67,10 @@ class Node:
         deployment = load_deployment(cfg.deployments or deployment_path(chain_id))
         self.chain = await ChainClient.connect(cfg.rpc_url, deployment, self.db, self.wallet_key)
         self.address = self.chain.address
+        if self.chain.sender is not None:  # resolve transactions a crash left behind before anything else
+            unresolved = await self.chain.sender.reconcile()
+            if unresolved:
+                log.warning("transactions still pending after restart", extra={"count": len(unresolved)})
         self.deployment = deployment
         self.domain = eip712.Domain(chain_id, deployment.escrow)
         self.escrow, self.staking, self.token = Escrow(self.chain), Staking(self.chain), Token(self.chain)

@@ -93,7 +93,7 @@ class Anvil:
         self.process = None
 
     def __enter__(self) -> Anvil:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

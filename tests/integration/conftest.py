@@ -59,7 +59,7 @@ def address(account: int) -> str:
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("devnet")
-    anvil = Anvil(block_time=1).start()
+    anvil = Anvil().start()  # automine while setting up, then one block per second like a real chain
     try:
         params = DeployParams(settlement_window=3, dispute_window=5, liveness_window=5, unbonding_period=5)
         dep_file = tmp / "deployments.json"
@@ -72,9 +72,20 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Any:
             await c.close()
 
         asyncio.run(fund())
+        _rpc(anvil.url, "evm_setIntervalMining", [1])
         yield Devnet(anvil, deployment, dep_file, tmp)
     finally:
         anvil.stop()
+
+
+def _rpc(url: str, method: str, params: list[Any]) -> Any:
+    import json
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def node_config(devnet: Devnet, data_dir: Path, *, account: int | None = None, provider: bool = False,
