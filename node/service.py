@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from node.api.server import make_app, start_api
 from node.chain.artifacts import deployment_path, load_deployment
 from node.chain.client import ChainClient, make_w3
@@ -120,7 +122,8 @@ class Node:
             await self._provider_setup()
             self._spawn(self._announce_loop())
         self.api_token = self._api_token()
-        self.api_runner, port = await start_api(make_app(self, self.api_token), cfg.api_host, cfg.api_port)
+        app = make_app(self, self.api_token, (REGISTRY, self.p2p.metrics.registry))
+        self.api_runner, port = await start_api(app, cfg.api_host, cfg.api_port)
         self.api_url = f"http://{cfg.api_host}:{port}"
         self._write_info()
         log.info("node started", extra={"peer_id": self.p2p.peer_id, "api": self.api_url, "address": self.address})

@@ -54,7 +54,7 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-def make_app(node: NodeFacade, token: str, registry: CollectorRegistry = REGISTRY) -> web.Application:
+def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, ...] = (REGISTRY,)) -> web.Application:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -125,7 +125,7 @@ def make_app(node: NodeFacade, token: str, registry: CollectorRegistry = REGISTR
         return _json(await node.close_lease(lease_id(request)))
 
     async def metrics(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(registry))
+        resp = web.Response(body=b"".join(generate_latest(r) for r in registries))
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
         return resp
 
