@@ -207,7 +207,8 @@ def main() -> int:
                 console.print(f"  heartbeats {v['heartbeats']:3d} · checkpoints accepted {v['accepted_seq']:2d} "
                               f"({v['accepted_gpu_seconds']} GPU·s) · settled seq {v['settled_seq']:2d} · "
                               f"paid {int(v['paid']) / E18:g} gDEV · rejected {v['rejected_checkpoints']}")
-            return "job_result" in v and v["settled_seq"] >= 2 and v["settled_seq"] == v["accepted_seq"]
+            return ("job_result" in v and v["settled_seq"] >= 1
+                    and v["settled_gpu_seconds"] == v["accepted_gpu_seconds"] > 0)
 
         wait(progress, 90, "the job to finish and its usage to be settled", interval=0.5)
         v = http(f"{cinfo['api']}/v1/leases/{lid}")
