@@ -162,6 +162,15 @@ def offers(api_url: str, model: str | None, min_gpus: int | None, max_price: int
     click.echo(json.dumps(_api(api_url, "/v1/offers?" + urlencode(q)), indent=2))
 
 
+@main.command("cancel-offers")
+@api_option
+@click.option("--token")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path))
+def cancel_offers(api_url: str, token: str | None, token_file: Path | None) -> None:
+    """Provider: withdraw all of this node's offers (gossip withdrawal and on-chain cancelOffersBelow)."""
+    click.echo(json.dumps(_api(api_url, "/v1/offers/cancel", _token(token, token_file), {}), indent=2))
+
+
 @main.group()
 def lease() -> None:
     """Open, inspect and close leases through a running node."""

@@ -313,7 +313,8 @@ class Node:
 
     async def cancel_offers(self) -> dict[str, Any]:
         """Withdraw every offer of ours: signed withdrawal on gossip now, ``cancelOffersBelow`` on-chain."""
-        assert self.wallet_key is not None and self.address is not None
+        if self.wallet_key is None or self.address is None:
+            raise ConfigError("this node has no wallet: it has no offers to cancel")
         below = max(self._offer_nonce + 1, int(time.time() * 1000))
         self._offer_nonce = below
         msg = self.market.withdrawal_message(self.wallet_key, _raw(self.address), below)

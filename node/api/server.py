@@ -32,6 +32,7 @@ class NodeFacade(Protocol):
     async def open_lease(self, body: dict[str, Any]) -> dict[str, Any]: ...
     async def top_up(self, lease_id: int, amount: int) -> dict[str, Any]: ...
     async def close_lease(self, lease_id: int) -> dict[str, Any]: ...
+    async def cancel_offers(self) -> dict[str, Any]: ...
     def chain_events(self, limit: int) -> list[dict[str, Any]]: ...
 
 
@@ -124,6 +125,9 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
     async def close(request: web.Request) -> web.Response:
         return _json(await node.close_lease(lease_id(request)))
 
+    async def cancel_offers(_: web.Request) -> web.Response:
+        return _json(await node.cancel_offers())
+
     async def metrics(_: web.Request) -> web.Response:
         resp = web.Response(body=b"".join(generate_latest(r) for r in registries))
         resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
@@ -145,6 +149,7 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
     app.router.add_post("/v1/leases", require_token(open_lease))
     app.router.add_post("/v1/leases/{lease_id}/topup", require_token(top_up))
     app.router.add_post("/v1/leases/{lease_id}/close", require_token(close))
+    app.router.add_post("/v1/offers/cancel", require_token(cancel_offers))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/", dashboard)
@@ -164,6 +169,8 @@ OPENAPI: dict[str, Any] = {
             "parameters": [{"name": n, "in": "query", "schema": {"type": "string"}} for n in
                            ("model", "min_gpus", "min_vram", "max_price", "region", "duration", "limit")],
             "responses": _OK}},
+        "/v1/offers/cancel": {"post": {"summary": "Provider: withdraw all own offers (gossip + cancelOffersBelow)",
+                                       "security": _AUTH, "responses": _OK}},
         "/v1/peers": {"get": {"summary": "Connected peers", "responses": _OK}},
         "/v1/leases": {
             "get": {"summary": "Leases this node is party to", "responses": _OK},

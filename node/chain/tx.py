@@ -130,7 +130,7 @@ class TxSender:
         chain_id: int,
         decoder: ErrorDecoder,
         receipt_timeout: float = 60.0,
-        poll_interval: float = 0.05,
+        poll_interval: float = 0.02,
     ) -> None:
         self.w3 = w3
         self.account: LocalAccount = Account.from_key(private_key)

@@ -47,6 +47,9 @@ class FakeNode:
     def chain_events(self, limit: int) -> list[dict[str, Any]]:
         return []
 
+    async def cancel_offers(self) -> dict[str, Any]:
+        return {"nonce_below": 1}
+
 
 @pytest.fixture
 async def client():
@@ -65,7 +68,7 @@ async def test_reads_are_open(client):
     assert (await client.get("/metrics")).status == 200
 
 
-@pytest.mark.parametrize("path", ["/v1/leases", "/v1/leases/1/topup", "/v1/leases/1/close"])
+@pytest.mark.parametrize("path", ["/v1/leases", "/v1/leases/1/topup", "/v1/leases/1/close", "/v1/offers/cancel"])
 async def test_fund_moving_routes_need_the_token(client, path):
     r = await client.post(path, json={"amount": 1})
     assert r.status == 401
