@@ -45,3 +45,5 @@ def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for noisy in ("web3", "libp2p", "multiaddr", "aiohttp.access"):  # chatty at INFO; their warnings still show
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
