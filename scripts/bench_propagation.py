@@ -1,6 +1,6 @@
 """Gossip propagation benchmark: N libp2p nodes on loopback in one process (one trio thread).
 
-Each node bootstraps to a random earlier node plus its predecessor (a connected random graph, degree ~2-4),
+Each node bootstraps to its predecessor plus ``--links - 1`` random earlier nodes (a connected random graph),
 waits until every node has a mesh peer, then node 0 publishes K messages spaced by --interval-ms. For each
 (node, message) we record the time from publish to delivery at that node and print p50/p99/max per N.
 
@@ -33,7 +33,7 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path) -> dict:
+async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: int = 2) -> dict:
     rng = random.Random(seed)
     received: dict[int, dict[bytes, int]] = {i: {} for i in range(n)}
     hosts: list[P2PHost] = []
@@ -49,7 +49,7 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path) -> dict:
             hosts.append(host)
         t_conn = time.perf_counter()
         for i in range(1, n):
-            targets = {i - 1, rng.randrange(i)}
+            targets = {i - 1} | {rng.randrange(i) for _ in range(links - 1)}
             for j in targets:
                 await hosts[i].connect(hosts[j].listen_addrs[0])
         t_mesh = time.perf_counter()
@@ -91,7 +91,7 @@ async def main(args: argparse.Namespace) -> None:
         header = ("N", "K", "p50 ms", "p99 ms", "max ms", "missing", "mesh min/mean", "connect s")
         print("{:>4} {:>4} {:>8} {:>8} {:>8} {:>8} {:>14} {:>9}".format(*header))
         for n in args.nodes:
-            r = await run(n, args.messages, args.interval_ms, args.seed, Path(tmp))
+            r = await run(n, args.messages, args.interval_ms, args.seed, Path(tmp), args.links)
             print(
                 f"{r['n']:>4} {args.messages:>4} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['max']:>8.1f} "
                 f"{r['missing']:>8} {r['mesh_min']:>6}/{r['mesh_mean']:<7.1f} {r['connect_s']:>9.1f}",
@@ -105,4 +105,6 @@ if __name__ == "__main__":
     p.add_argument("--messages", type=int, default=20)
     p.add_argument("--interval-ms", type=float, default=50.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--links", type=int, default=2,
+                   help="dials per joining node: its predecessor plus links-1 random earlier nodes")
     trio.run(main, p.parse_args())
