@@ -151,6 +151,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_sigint)
+    signal.signal(signal.SIGINT, on_sigint)  # also when started with SIGINT ignored (e.g. in the background)
     try:
         console.rule("[bold]gpunet demo")
         console.print(f"work dir: {workdir}")
