@@ -23,7 +23,7 @@ class ProviderConfig:
     price_per_gpu_second: int = 10**12  # token base units
     min_duration: int = 10
     max_duration: int = 3600
-    offer_ttl: int = 600  # seconds an offer stays valid; re-announced at half-life
+    offer_ttl: int = 3600  # seconds an offer stays valid; re-announced (new nonce) at half-life
     stake: int = 0  # stake to top up to at start (0 = do not stake)
     region: str = "local"
     heartbeat_interval: float = 2.0

@@ -353,11 +353,19 @@ class LeaseEngine:
         with self.db.tx() as c:
             c.execute("INSERT INTO opens(key, offer_id, gpus, deposit, job_spec, created_at) VALUES(?,?,?,?,?,?)",
                       (key, bytes(offer_id), gpus, str(deposit), spec, time.time()))
-        approve = await self.token.ensure_allowance(f"approve:{key}", self.domain.verifying_contract, deposit)
-        if approve is not None:
-            self.gas.append({"kind": "approve", "lease_id": 0, "gas": approve.gas_used})
-        result = await self.escrow.open_lease(key, offer, so.signature, gpus, deposit)
-        self.gas.append({"kind": "openLease", "lease_id": 0, "gas": result.gas_used})
+        escrow_addr = self.domain.verifying_contract
+        if await self.token.supports_permit():  # one transaction, and no standing allowance left behind
+            deadline = int(time.time()) + 600
+            v, r, s_ = await self.token.sign_permit(self.wallet_key, escrow_addr, deposit, deadline)
+            result = await self.escrow.open_lease_with_permit(key, offer, so.signature, gpus, deposit, deadline,
+                                                              v, r, s_)
+            self.gas.append({"kind": "openLeaseWithPermit", "lease_id": 0, "gas": result.gas_used})
+        else:
+            approve = await self.token.ensure_allowance(f"approve:{key}", escrow_addr, deposit)
+            if approve is not None:
+                self.gas.append({"kind": "approve", "lease_id": 0, "gas": approve.gas_used})
+            result = await self.escrow.open_lease(key, offer, so.signature, gpus, deposit)
+            self.gas.append({"kind": "openLease", "lease_id": 0, "gas": result.gas_used})
         opened = next((e for e in (self.chain.events.decode(r) for r in result.logs)
                        if e is not None and e.name == "LeaseOpened"), None)
         if opened is None:

@@ -75,12 +75,31 @@ class Token:
     async def approve(self, key: str, spender: str, amount: int) -> TxResult:
         return await self.chain.transact(key, self.c, "approve", to_checksum_address(spender), amount)
 
+    async def supports_permit(self) -> bool:
+        return any(i.get("name") == "nonces" for i in self.c.abi)
+
+    async def sign_permit(self, owner_key: bytes, spender: str, value: int, deadline: int) -> tuple[int, bytes, bytes]:
+        """ERC-2612 permit signature (v, r, s) for ``spender`` to pull ``value`` from the wallet of ``owner_key``."""
+        from eth_account import Account
+
+        from node.crypto import eip712
+
+        owner = Account.from_key(owner_key).address
+        name = str(await self.chain.call(self.c, "name"))
+        nonce = int(await self.chain.call(self.c, "nonces", owner))
+        sep = eip712.token_domain_separator(name, "1", self.chain.deployment.chain_id, self.c.address)
+        onchain_sep = bytes(await self.chain.call(self.c, "DOMAIN_SEPARATOR"))
+        if sep != onchain_sep:
+            raise ValueError("token's EIP-712 domain is not the expected ERC-2612 one")
+        sig = eip712.sign_digest(owner_key, eip712.permit_digest(sep, owner, spender, value, nonce, deadline))
+        return sig[64], sig[:32], sig[32:64]
+
     async def ensure_allowance(self, key: str, spender: str, amount: int) -> TxResult | None:
         me = self.chain.address
         assert me is not None
         if await self.allowance(me, spender) >= amount:
             return None
-        return await self.approve(key, spender, 2**256 - 1)
+        return await self.approve(key, spender, amount)  # exact: no standing unlimited allowance
 
 
 class Staking:
@@ -120,6 +139,11 @@ class Escrow:
 
     async def open_lease(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int) -> TxResult:
         return await self.chain.transact(key, self.c, "openLease", offer_tuple(offer), signature, gpus, deposit)
+
+    async def open_lease_with_permit(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int,
+                                     deadline: int, v: int, r: bytes, s: bytes) -> TxResult:
+        return await self.chain.transact(key, self.c, "openLeaseWithPermit", offer_tuple(offer), signature, gpus,
+                                         deposit, deadline, v, r, s)
 
     async def top_up(self, key: str, lease_id: int, amount: int) -> TxResult:
         return await self.chain.transact(key, self.c, "topUp", lease_id, amount)

@@ -241,3 +241,17 @@ JOB_SPEC_TYPEHASH = keccak(JOB_SPEC_TYPE)
 
 def job_spec_struct_hash(lease_id: int, spec_hash: bytes, consumer_node_key: bytes) -> bytes:
     return keccak(JOB_SPEC_TYPEHASH + _u(lease_id) + _b32(spec_hash) + _b32(consumer_node_key))
+
+
+# ERC-2612 permit (the payment token's own EIP-712 domain), so a consumer opens a lease in one transaction.
+PERMIT_TYPEHASH = keccak(b"Permit(address owner,address spender,uint256 value,uint256 nonce,uint256 deadline)")
+
+
+def token_domain_separator(name: str, version: str, chain_id: int, token: str) -> bytes:
+    return keccak(EIP712_DOMAIN_TYPEHASH + keccak(name.encode()) + keccak(version.encode()) + _u(chain_id)
+                  + _addr(token))
+
+
+def permit_digest(domain_separator: bytes, owner: str, spender: str, value: int, nonce: int, deadline: int) -> bytes:
+    struct = keccak(PERMIT_TYPEHASH + _addr(owner) + _addr(spender) + _u(value) + _u(nonce) + _u(deadline))
+    return digest(domain_separator, struct)
