@@ -174,16 +174,19 @@ def sign_digest(private_key: bytes, digest32: bytes) -> bytes:
     return sig[:64] + bytes([sig[64] + 27])
 
 
+EIP712_DOMAIN_FIELDS: list[dict[str, str]] = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
 def offer_typed_data(domain: Domain, message: dict[str, Any]) -> dict[str, Any]:
     """Full EIP-712 typed data (for wallets and eth-account) for an Offer message dict."""
     return {
         "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
+            "EIP712Domain": EIP712_DOMAIN_FIELDS,
             "Offer": [
                 {"name": "provider", "type": "address"},
                 {"name": "nonce", "type": "uint256"},
@@ -207,12 +210,7 @@ def checkpoint_typed_data(domain: Domain, message: dict[str, Any]) -> dict[str, 
     """Full EIP-712 typed data for a UsageCheckpoint message dict."""
     return {
         "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
+            "EIP712Domain": EIP712_DOMAIN_FIELDS,
             "UsageCheckpoint": [
                 {"name": "leaseId", "type": "uint256"},
                 {"name": "seq", "type": "uint64"},

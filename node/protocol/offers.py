@@ -611,12 +611,7 @@ def withdrawal_typed_data(domain: Domain, w: OfferWithdrawal) -> dict[str, Any]:
     """Full EIP-712 typed data for a withdrawal (wallet / eth-account path)."""
     return {
         "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
+            "EIP712Domain": eip712.EIP712_DOMAIN_FIELDS,
             "OfferWithdrawal": [
                 {"name": "provider", "type": "address"},
                 {"name": "nonceBelow", "type": "uint256"},
