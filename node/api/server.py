@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from node.chain.tx import TxFailed
 from node.errors import ConfigError, NodeError, RecoverableError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
             raise
         except (ConfigError, ValueError, KeyError) as exc:
             return _error(400, str(exc))
+        except TxFailed as exc:  # the contract refused the action (e.g. capacity taken, deposit too low)
+            return _error(422, str(exc))
         except RecoverableError as exc:
             return _error(409, str(exc))
         except NodeError as exc:

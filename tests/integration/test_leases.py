@@ -165,7 +165,17 @@ async def test_restarted_consumer_settles_checkpoints_received_before_restart_ex
 
 
 async def test_bad_lease_stream_input_gets_an_error_not_a_crash(nodes):
-    provider, consumer, _ = await _pair(nodes)
+    provider, consumer, offer = await _pair(nodes)
+    # a deposit the contract refuses: a clear, decoded revert and no lease
+    from node.chain.tx import TxFailed
+
+    with pytest.raises(TxFailed, match="LeaseEscrow_DepositTooLow"):
+        await consumer.open_lease({"offer_id": offer["offer_id"], "gpus": 1, "deposit": "1"})
+    with pytest.raises(ValueError, match="gpus must be within"):
+        await consumer.open_lease({"offer_id": offer["offer_id"], "gpus": 99, "deposit": str(PRICE * 600)})
+    with pytest.raises(ValueError, match="offer not in the book"):
+        await consumer.open_lease({"offer_id": "0x" + "11" * 32, "gpus": 1, "deposit": str(PRICE * 600)})
+    assert consumer.leases() == []
     reply = await consumer.p2p.request(provider.p2p.peer_id, LEASE_PROTOCOL, b"\x01\x02garbage", timeout=5)
     assert type(decode_message(reply)).__name__ == "ErrorMessage"
     assert provider.status()["peer_id"]  # still serving
