@@ -59,6 +59,7 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: i
         await trio.sleep(2.0)  # let a couple of heartbeats fill meshes towards D
         mesh_sizes = [h.mesh_size() for h in hosts]
         sent: dict[bytes, int] = {}
+        cpu0 = time.process_time()
         for m in range(k):
             data = b"ok bench %d" % m
             sent[data] = time.perf_counter_ns()
@@ -69,6 +70,7 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: i
             if all(len(received[i]) >= k for i in range(1, n)):
                 break
             await trio.sleep(0.02)
+        cpu_s = time.process_time() - cpu0
         lat = [(received[i][d] - t0) / 1e6 for d, t0 in sent.items() for i in range(1, n) if d in received[i]]
         missing = (n - 1) * k - len(lat)
         for h in hosts:
@@ -79,6 +81,7 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: i
         "mesh_min": min(mesh_sizes),
         "mesh_mean": statistics.mean(mesh_sizes),
         "deliveries": len(lat),
+        "cpu_ms_per_message": 1000 * cpu_s / max(1, k),
         "missing": missing,
         "p50": pct(lat, 0.50) if lat else float("nan"),
         "p99": pct(lat, 0.99) if lat else float("nan"),
@@ -88,13 +91,14 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: i
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        header = ("N", "K", "p50 ms", "p99 ms", "max ms", "missing", "mesh min/mean", "connect s")
-        print("{:>4} {:>4} {:>8} {:>8} {:>8} {:>8} {:>14} {:>9}".format(*header))
+        header = ("N", "K", "p50 ms", "p99 ms", "max ms", "missing", "mesh min/mean", "connect s", "cpu ms/msg")
+        print("{:>4} {:>4} {:>8} {:>8} {:>8} {:>8} {:>14} {:>9} {:>10}".format(*header))
         for n in args.nodes:
             r = await run(n, args.messages, args.interval_ms, args.seed, Path(tmp), args.links)
             print(
                 f"{r['n']:>4} {args.messages:>4} {r['p50']:>8.1f} {r['p99']:>8.1f} {r['max']:>8.1f} "
-                f"{r['missing']:>8} {r['mesh_min']:>6}/{r['mesh_mean']:<7.1f} {r['connect_s']:>9.1f}",
+                f"{r['missing']:>8} {r['mesh_min']:>6}/{r['mesh_mean']:<7.1f} {r['connect_s']:>9.1f} "
+                f"{r['cpu_ms_per_message']:>10.1f}",
                 flush=True,
             )
 
