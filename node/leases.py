@@ -246,8 +246,11 @@ class LeaseEngine:
 
     async def _apply(self, rec: LeaseRecord, change: Any) -> None:
         async with self._lock:
-            state, events = L.transition(rec.state, change)
+            before = rec.state
+            state, events = L.transition(before, change)
             rec.state = state
+            if not events and isinstance(change, L.TimerTick) and replace(before, now_ms=state.now_ms) == state:
+                return  # a tick that changed nothing but the clock: nothing to write
             ids = self._persist(rec, change, events)
         for oid, ev in zip(ids, events, strict=True):
             await self._execute(rec, ev, oid)
