@@ -188,7 +188,9 @@ class LeaseEngine:
             st = rec.state
             if st.role is L.Role.CONSUMER and st.pending_settlement is not None:
                 rec.state = replace(st, pending_settlement=None, settle_blocked_until_ms=0)
-        self.p2p.set_handler(LEASE_PROTOCOL, self._on_lease_message)
+        registered = self.p2p.set_handler(LEASE_PROTOCOL, self._on_lease_message)
+        if registered is not None:  # on a running host: wait until libp2p serves the protocol
+            await registered
         # carry out events a crash left in the outbox
         for row in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 ORDER BY id"):
             rec = self.leases.get((row["lease_id"], row["role"]))

@@ -15,8 +15,8 @@ import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
 /// @notice Escrow of gpunet GPU leases. See ILeaseEscrow and docs/spec.md.
 /// @dev Storage is laid out for the hot paths:
 /// - a lease is two slots: `LeaseHead` (consumer, offer id, gpus, startedAt), set at open and never written again,
-///   and `LeaseState` (deposit, settled usage, last seq, status, closedAt), the only slot settlements, top-ups and
-///   closes write;
+///   and `LeaseState` (deposit, settled usage, last seq, fee rate, status, closedAt), the only slot settlements,
+///   top-ups and closes write;
 /// - an offer gets a sequential uint32 id at its first lease; its terms (provider, price, maxDuration) are stored
 ///   once per id in `OfferTerms`, so a settlement finds everything in three slots (two of the lease, one of the
 ///   offer); `OfferSlot` (id, GPUs in use), keyed by the offer hash, is what `openLease` reads and writes;
@@ -24,7 +24,10 @@ import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
 ///   time, so they never exceed the deposit); `endsAt` and `maxEndsAt` are derived from the deposit, startedAt and
 ///   the offer's maxDuration;
 /// - lease collateral is `deposit * collateralBps / 10_000` minus what was slashed (top-ups lock the difference);
-/// - fees accrue in the slot that also holds the fee rate and the lease and offer counters;
+/// - the fee rate is fixed per lease (copied into `LeaseState` at open) and a lease's fees are a function of its
+///   settled usage: feeCum(x) = floor(x * price * feeBps / 10_000). A settlement credits the provider
+///   amount - (feeCum(new) - feeCum(old)) and writes no protocol-wide slot; the lease's total feeCum(settled) is
+///   added to `accruedFees` (the slot that also holds the current fee rate and the counters) once, at finalization;
 /// - a provider's earnings slot stores earnings + 1 once it was first credited and keeps 1 after a withdrawal, so
 ///   later credits rewrite a non-zero slot.
 /// Timestamps are stored as uint32 (valid until 2106).
@@ -44,11 +47,13 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     }
 
     /// @dev Slot 1 of a lease: the only slot settlements, top-ups and closes write.
+    /// `feeBps` is the protocol fee rate at open, fixed for the lease's life.
     /// `closedAt` holds the liveness-challenge deadline while the lease is open, and the close time afterwards.
     struct LeaseState {
         uint96 deposit;
         uint64 settledGpuSeconds;
-        uint56 lastSeq;
+        uint40 lastSeq;
+        uint16 feeBps;
         LeaseStatus status;
         uint32 closedAt;
     }
@@ -92,9 +97,10 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     uint256 public constant MAX_BATCH_SIZE = 256;
 
     uint256 private constant _BPS = 10_000;
-    uint256 private constant _MAX_SEQ = type(uint56).max;
-    /// @dev Bit offsets of `Globals.leaseCount` and `Globals.offerCount` in the globals slot.
+    uint256 private constant _MAX_SEQ = type(uint40).max;
+    /// @dev Bit offsets of `Globals.leaseCount`, `Globals.feeBps` and `Globals.offerCount` in the globals slot.
     uint256 private constant _LEASE_COUNT_SHIFT = 128;
+    uint256 private constant _FEE_BPS_SHIFT = 192;
     uint256 private constant _OFFER_COUNT_SHIFT = 208;
 
     /// @dev keccak256 of the `Offer` type string of docs/spec.md.
@@ -216,13 +222,11 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
     function settleBatch(SettleItem[] calldata items) external returns (uint256 settledCount) {
         uint256 n = items.length;
         if (n == 0 || n > MAX_BATCH_SIZE) revert LeaseEscrow_InvalidBatchLength(n);
-        // Earnings are summed per run of consecutive entries with the same provider and written once per run;
-        // fees are summed over the batch and written once.
+        // Earnings are summed per run of consecutive entries with the same provider and written once per run.
         address runProvider;
         uint256 runNet;
-        uint256 totalFee;
         for (uint256 i; i < n; ++i) {
-            (address provider, uint256 net, uint256 fee) = _settleItem(items[i]);
+            (address provider, uint256 net) = _settleItem(items[i]);
             if (provider == address(0)) continue;
             if (provider != runProvider) {
                 if (runNet != 0) _addEarnings(runProvider, runNet);
@@ -230,14 +234,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
                 runNet = 0;
             }
             runNet += net;
-            totalFee += fee;
             unchecked {
                 // At most MAX_BATCH_SIZE increments.
                 ++settledCount;
             }
         }
         if (runNet != 0) _addEarnings(runProvider, runNet);
-        if (totalFee != 0) _globals.accruedFees += uint128(totalFee);
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -273,6 +275,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         // paid = price * settled <= deposit (see _pay).
         uint256 refund = uint256(st.deposit) - uint256(o.pricePerGpuSecond) * st.settledGpuSeconds;
         uint256 collateral = _collateral(leaseId, st.deposit);
+        // The lease's fees (withheld from the provider at each settlement) become withdrawable now, once.
+        uint256 fees = _feeCum(st.settledGpuSeconds, o.pricePerGpuSecond, st.feeBps);
+        if (fees != 0) _globals.accruedFees += uint128(fees);
         lease.state.status = LeaseStatus.Finalized;
         OfferSlot storage slot = _offerSlots[_offerHashes[head.offerId]];
         unchecked {
@@ -342,7 +347,7 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         // against elapsed time when it was made; the lease cannot be finalized while a claim is pending.
         if (c.seq > st.lastSeq && c.cumulativeGpuSeconds >= st.settledGpuSeconds) {
             (net, fee) = _pay(lease, st, o.pricePerGpuSecond, c.seq, c.cumulativeGpuSeconds);
-            _credit(o.provider, net, fee);
+            if (net != 0) _addEarnings(o.provider, net);
             emit LeaseSettled(leaseId, o.provider, consumer, c.seq, c.cumulativeGpuSeconds, net + fee, fee);
         }
         emit ClaimFinalized(leaseId, o.provider, consumer, c.seq, c.cumulativeGpuSeconds, net + fee, fee);
@@ -643,7 +648,9 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         uint256 slotWord = offerId | ((uint256(slot.gpusInUse) + gpus) << 32);
         uint256 headWord = uint256(uint160(msg.sender)) | (offerId << 160) | (uint256(gpus) << 192)
             | (block.timestamp << 224);
-        uint256 stateWord = deposit | (uint256(uint8(LeaseStatus.Open)) << 216);
+        // The lease keeps the current fee rate for its whole life.
+        uint256 stateWord = deposit | (uint256(uint16(g >> _FEE_BPS_SHIFT)) << 200)
+            | (uint256(uint8(LeaseStatus.Open)) << 216);
         LeaseData storage lease = _leases[leaseId];
         OfferSlot storage offerSlot = _offerSlots[offerHash];
         assembly ("memory-safe") {
@@ -712,28 +719,25 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         if (endsAt > maxEndsAt) endsAt = maxEndsAt;
     }
 
-    /// @dev Applies a validated checkpoint: writes the lease state, returns the provider's share and the fee.
+    /// @dev Applies a validated checkpoint: writes the lease state, returns the provider's share and the fee
+    /// (feeCum(cumulative) - feeCum(settled); it stays in the escrow and is accrued at finalization).
     function _pay(LeaseData storage lease, LeaseState memory st, uint256 price, uint64 seq, uint64 cumulative)
         private
         returns (uint256 net, uint256 fee)
     {
         uint256 amount;
-        uint256 remaining;
         unchecked {
-            // cumulative >= settled was checked; price * usage <= price * gpus * 2^32 fits easily in uint256, and
-            // paid = price * settled <= deposit because usage is capped by paid-through elapsed time.
+            // cumulative >= settled was checked, and usage is capped by paid-through elapsed time
+            // (gpus * (endsAt - startedAt) <= deposit / price), so paid = price * cumulative <= deposit.
             amount = price * (cumulative - st.settledGpuSeconds);
-            remaining = uint256(st.deposit) - price * st.settledGpuSeconds;
-        }
-        if (amount > remaining) amount = remaining;
-        fee = amount * _globals.feeBps / _BPS;
-        unchecked {
-            // fee <= amount since feeBps <= MAX_FEE_BPS < 10_000.
+            // feeCum is monotonic, and feeCum(new) - feeCum(old) <= ceil(amount * feeBps / 10_000) <= amount
+            // since feeBps <= MAX_FEE_BPS < 10_000.
+            fee = _feeCum(cumulative, price, st.feeBps) - _feeCum(st.settledGpuSeconds, price, st.feeBps);
             net = amount - fee;
         }
-        // One SSTORE of the whole LeaseState slot: deposit, settled, lastSeq, status, closedAt.
-        uint256 word = uint256(st.deposit) | (uint256(cumulative) << 96) | (uint256(uint56(seq)) << 160)
-            | (uint256(uint8(st.status)) << 216) | (uint256(st.closedAt) << 224);
+        // One SSTORE of the whole LeaseState slot: deposit, settled, lastSeq, feeBps, status, closedAt.
+        uint256 word = uint256(st.deposit) | (uint256(cumulative) << 96) | (uint256(uint40(seq)) << 160)
+            | (uint256(st.feeBps) << 200) | (uint256(uint8(st.status)) << 216) | (uint256(st.closedAt) << 224);
         LeaseState storage state = lease.state;
         assembly ("memory-safe") {
             sstore(state.slot, word)
@@ -765,12 +769,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         }
         _verify(_hashCheckpoint(cp), providerSig, o.provider);
         (uint256 net, uint256 fee) = _pay(lease, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
-        _credit(o.provider, net, fee);
+        if (net != 0) _addEarnings(o.provider, net);
         emit LeaseSettled(leaseId, o.provider, consumer, cp.seq, cp.cumulativeGpuSeconds, net + fee, fee);
     }
 
     /// @dev One `settleBatch` entry: validates and applies it, or reports a lost race and returns provider 0.
-    function _settleItem(SettleItem calldata item) private returns (address provider, uint256 net, uint256 fee) {
+    function _settleItem(SettleItem calldata item) private returns (address provider, uint256 net) {
         UsageCheckpoint calldata cp = item.checkpoint;
         LeaseData storage lease = _leases[cp.leaseId];
         LeaseState memory st = lease.state;
@@ -780,15 +784,16 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
             if (cp.seq <= st.lastSeq || !_withinSettlement(st)) {
                 // Lost a race: a newer checkpoint was settled, or the lease was (or can be) finalized.
                 emit SettlementSkipped(cp.leaseId, msg.sender, cp.seq, st.lastSeq);
-                return (address(0), 0, 0);
+                return (address(0), 0);
             }
             OfferTerms memory o = _offers[head.offerId];
             provider = o.provider;
             _checkUsage(cp.leaseId, head, st, o, cp.seq, cp.cumulativeGpuSeconds);
             _verify(_hashCheckpoint(cp), item.providerSig, provider);
+            uint256 fee;
             (net, fee) = _pay(lease, st, o.pricePerGpuSecond, cp.seq, cp.cumulativeGpuSeconds);
+            emit LeaseSettled(cp.leaseId, provider, msg.sender, cp.seq, cp.cumulativeGpuSeconds, net + fee, fee);
         }
-        emit LeaseSettled(cp.leaseId, provider, msg.sender, cp.seq, cp.cumulativeGpuSeconds, net + fee, fee);
     }
 
     /// @dev Reverts unless the two checkpoints are distinct provider-signed checkpoints of `leaseId` with one seq.
@@ -832,10 +837,12 @@ contract LeaseEscrow is ILeaseEscrow, EIP712, Ownable, ReentrancyGuardTransient 
         );
     }
 
-    /// @dev Adds a settlement to the provider's earnings and the accrued fees.
-    function _credit(address provider, uint256 net, uint256 fee) private {
-        if (net != 0) _addEarnings(provider, net);
-        if (fee != 0) _globals.accruedFees += uint128(fee);
+    /// @dev Fees of a lease that settled `usage` GPU-seconds: floor(usage * price * feeBps / 10_000).
+    /// usage < 2^64, price < 2^64 and feeBps < 2^16, so the product cannot overflow.
+    function _feeCum(uint256 usage, uint256 price, uint256 feeBps_) private pure returns (uint256) {
+        unchecked {
+            return usage * price * feeBps_ / _BPS;
+        }
     }
 
     /// @dev The earnings slot holds earnings + 1 once credited (see the storage notes).

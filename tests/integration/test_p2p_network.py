@@ -261,8 +261,9 @@ async def test_garbage_on_the_wire_does_not_crash(make_node, runtime) -> None:
     await runtime.call(send_raw, "/meshsub/1.1.0", encode_uvarint(50 * 1024 * 1024) + b"x" * 100)
     await runtime.call(send_raw, SYNC_PROTOCOL, encode_uvarint(10 * 1024 * 1024))
     await runtime.call(send_raw, SYNC_PROTOCOL, encode_uvarint(4) + b"\x09\x09\x09\x09")
-    b.set_handler(LEASE_PROTOCOL, _echo)
-    await wait_until(lambda: LEASE_PROTOCOL in b._handlers, what="handler")
+    registered = b.set_handler(LEASE_PROTOCOL, _echo)
+    if registered is not None:
+        await registered  # registered with libp2p, not just recorded
     await runtime.call(send_raw, LEASE_PROTOCOL, encode_uvarint(2 * 1024 * 1024))
     await runtime.call(send_raw, LEASE_PROTOCOL, b"\xff" * 12)
     errors = b.metrics.registry.get_sample_value(

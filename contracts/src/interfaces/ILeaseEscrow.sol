@@ -6,8 +6,8 @@ import {IProviderStaking} from "./IProviderStaking.sol";
 /// @title ILeaseEscrow
 /// @notice Escrow of gpunet leases. A consumer opens a lease against a provider-signed EIP-712 `Offer` and
 /// deposits tokens; usage is paid from the deposit against provider-signed EIP-712 `UsageCheckpoint`s (pull
-/// payments to the provider's internal balance, a capped protocol fee to the treasury); the rest is refunded to
-/// the consumer after the lease closes and the settlement window passes. See docs/spec.md for the byte formats.
+/// payments to the provider's internal balance, a capped protocol fee to the treasury, withdrawable once the lease
+/// is finalized); the rest is refunded to the consumer after the lease closes and the settlement window passes. See docs/spec.md for the byte formats.
 interface ILeaseEscrow {
     /*//////////////////////////////////////////////////////////////
                                 TYPES
@@ -123,8 +123,9 @@ interface ILeaseEscrow {
         uint256 collateral
     );
 
-    /// @notice Emitted when checkpoint `seq` was settled: `amount` left the deposit, of which `fee` went to the
-    /// treasury and `amount - fee` to the provider's earnings.
+    /// @notice Emitted when checkpoint `seq` was settled: `amount` left the deposit, of which `amount - fee` went to
+    /// the provider's earnings and `fee` is the protocol fee (feeCum(cumulative) - feeCum(previous), see `settle`),
+    /// added to `accruedFees` when the lease is finalized.
     event LeaseSettled(
         uint256 indexed leaseId,
         address indexed provider,
@@ -262,7 +263,7 @@ interface ILeaseEscrow {
     error LeaseEscrow_NotProvider(uint256 leaseId, address caller);
     /// @notice The checkpoint names lease `checkpointLeaseId`, not `leaseId`.
     error LeaseEscrow_CheckpointLeaseMismatch(uint256 leaseId, uint256 checkpointLeaseId);
-    /// @notice The checkpoint's seq is not above the last settled seq (or exceeds 2^56 - 1).
+    /// @notice The checkpoint's seq is not above the last settled seq (or exceeds 2^40 - 1).
     error LeaseEscrow_StaleSeq(uint256 leaseId, uint64 seq, uint64 lastSeq);
     /// @notice The checkpoint's cumulative usage is below the usage already settled.
     error LeaseEscrow_UsageDecreased(uint256 leaseId, uint64 cumulativeGpuSeconds, uint64 settledGpuSeconds);
@@ -351,8 +352,10 @@ interface ILeaseEscrow {
 
     /// @notice Settles a provider-signed checkpoint. Sent by the lease's consumer.
     /// @dev Requires seq > lastSeq, cumulative >= settled, cumulative <= gpus * (min(now, endsAt, closedAt) -
-    /// startedAt), the lease open or closed within its settlement window. Pays price * (cumulative - settled)
-    /// (capped by deposit - paid) minus the fee to the provider's earnings.
+    /// startedAt), the lease open or closed within its settlement window (so price * cumulative <= deposit).
+    /// Pays price * (cumulative - settled) minus the fee feeCum(cumulative) - feeCum(settled) to the provider's
+    /// earnings, where feeCum(x) = floor(x * price * feeBps / 10_000) with the lease's fee rate (the one current
+    /// when it was opened). The lease's fees feeCum(settled) are added to `accruedFees` at `finalizeLease`.
     /// @param leaseId The lease; must equal `cp.leaseId`.
     /// @param cp The checkpoint.
     /// @param providerSig 65-byte EIP-712 signature of `cp` by the lease's provider.
@@ -377,7 +380,8 @@ interface ILeaseEscrow {
     function closeLease(uint256 leaseId) external;
 
     /// @notice After the settlement window of a closed lease (anyone): refunds deposit - paid to the consumer,
-    /// unlocks the remaining collateral and releases the offer capacity. Reverts while a claim is pending.
+    /// adds the lease's fees feeCum(settled) to `accruedFees`, unlocks the remaining collateral and releases the
+    /// offer capacity. Reverts while a claim is pending.
     function finalizeLease(uint256 leaseId) external;
 
     /*//////////////////////////////////////////////////////////////
@@ -434,7 +438,8 @@ interface ILeaseEscrow {
     /// @return amount Tokens sent.
     function withdrawFees(address to) external returns (uint256 amount);
 
-    /// @notice Sets the protocol fee (owner only, <= MAX_FEE_BPS); applies to later settlements.
+    /// @notice Sets the protocol fee (owner only, <= MAX_FEE_BPS); applies to leases opened afterwards (a lease
+    /// keeps the rate current at its open).
     function setFee(uint16 newFeeBps) external;
 
     /// @notice Sets the treasury (owner only).
@@ -477,10 +482,11 @@ interface ILeaseEscrow {
     /// @notice Unwithdrawn earnings of `provider`.
     function earnings(address provider) external view returns (uint256);
 
-    /// @notice Unwithdrawn protocol fees.
+    /// @notice Unwithdrawn protocol fees of finalized leases (what `withdrawFees` sends). Fees of leases not yet
+    /// finalized are withheld from their settlements and held by the escrow until then.
     function accruedFees() external view returns (uint256);
 
-    /// @notice Current protocol fee in basis points.
+    /// @notice Protocol fee in basis points for leases opened now.
     function feeBps() external view returns (uint16);
 
     /// @notice Receiver of protocol fees.

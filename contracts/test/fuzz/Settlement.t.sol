@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.30;
 
+import {Vm} from "forge-std/Vm.sol";
 import {Base} from "../utils/Base.t.sol";
 import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
 
@@ -24,8 +25,57 @@ contract SettlementFuzzTest is Base {
         ILeaseEscrow.Lease memory l = escrow.getLease(id);
         assertEq(l.paid, amount);
         assertLe(l.paid, l.deposit);
-        assertEq(escrow.accruedFees(), fee);
+        assertEq(escrow.accruedFees(), 0);
         assertEq(escrow.earnings(provider), amount - fee);
+        vm.prank(consumer);
+        escrow.closeLease(id);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(id);
+        assertEq(escrow.accruedFees(), fee);
+        assertEq(token.balanceOf(address(escrow)), amount);
+    }
+
+    /// @dev For any price, fee rate and split of usage into settlements, the emitted fees sum to
+    /// feeCum(final) = floor(final * price * feeBps / 10_000), each fee is at most its amount, the provider gets the
+    /// rest, and the fees become withdrawable at finalization.
+    function testFuzz_FeeSplitInvariant(uint64 price, uint16 feeBps, uint256[4] memory steps) public {
+        price = uint64(bound(price, 1, 1e15));
+        feeBps = uint16(bound(feeBps, 0, 1_000));
+        vm.prank(owner);
+        escrow.setFee(feeBps);
+        ILeaseEscrow.Offer memory o = _offer();
+        o.pricePerGpuSecond = price;
+        bytes memory oSig = _signOffer(o);
+        vm.prank(consumer);
+        uint256 id = escrow.openLease(o, oSig, 3, uint256(price) * 3 * 3600);
+        // Later rate changes do not affect the open lease.
+        vm.prank(owner);
+        escrow.setFee(uint16(1_000 - feeBps));
+        vm.warp(block.timestamp + 3600);
+        uint64 cum;
+        uint256 feeSum;
+        vm.recordLogs();
+        for (uint256 i; i < 4; ++i) {
+            cum = uint64(bound(steps[i], cum, 3 * 3600));
+            _settle(id, uint64(i + 1), cum);
+        }
+        Vm.Log[] memory logs = vm.getRecordedLogs();
+        for (uint256 i; i < logs.length; ++i) {
+            if (logs[i].topics[0] != ILeaseEscrow.LeaseSettled.selector) continue;
+            (,, uint256 amount, uint256 fee) = abi.decode(logs[i].data, (uint64, uint64, uint256, uint256));
+            assertLe(fee, amount);
+            feeSum += fee;
+        }
+        uint256 expected = uint256(cum) * price * feeBps / 10_000;
+        assertEq(feeSum, expected);
+        assertEq(escrow.earnings(provider), uint256(price) * cum - expected);
+        assertEq(escrow.accruedFees(), 0);
+        vm.prank(consumer);
+        escrow.closeLease(id);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(id);
+        assertEq(escrow.accruedFees(), expected);
+        assertEq(token.balanceOf(address(escrow)), escrow.earnings(provider) + expected);
     }
 
     /// @dev Usage above gpus * elapsed paid-through time is always rejected.
@@ -64,7 +114,8 @@ contract SettlementFuzzTest is Base {
         ILeaseEscrow.Lease memory f = escrow.getLease(id);
         assertEq(f.paid, PRICE * cum);
         assertLe(f.paid, f.deposit);
-        assertEq(escrow.earnings(provider) + escrow.accruedFees(), PRICE * cum);
+        assertEq(escrow.earnings(provider), PRICE * cum - PRICE * cum * FEE_BPS / 10_000);
+        assertEq(escrow.accruedFees(), 0);
     }
 
     /// @dev Top-ups move endsAt by deposit / rate, capped by maxDuration.

@@ -15,7 +15,7 @@ import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
 contract GasTest is Base {
     ILeaseEscrow.Offer internal offer;
     bytes internal offerSig;
-    uint256 internal settledLease; // one settlement already, so earnings and fees are non-zero
+    uint256 internal settledLease; // one settlement already, so earnings and the lease's fees are non-zero
     uint256 internal freshLease; // never settled
     uint256[] internal batchLeases;
 

@@ -17,7 +17,7 @@ contract EscrowInvariantTest is Base {
             vm.prank(ps[i]);
             staking.register(NODE_KEY, "");
         }
-        bytes4[] memory selectors = new bytes4[](8);
+        bytes4[] memory selectors = new bytes4[](9);
         selectors[0] = EscrowHandler.open.selector;
         selectors[1] = EscrowHandler.settle.selector;
         selectors[2] = EscrowHandler.topUp.selector;
@@ -26,21 +26,36 @@ contract EscrowInvariantTest is Base {
         selectors[5] = EscrowHandler.withdrawEarnings.selector;
         selectors[6] = EscrowHandler.withdrawFees.selector;
         selectors[7] = EscrowHandler.warp.selector;
+        selectors[8] = EscrowHandler.setFee.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
         targetContract(address(handler));
     }
 
-    /// @dev token balance == open deposits not yet paid + unwithdrawn earnings + unwithdrawn fees.
+    /// @dev token balance == unpaid deposits of unfinalized leases + their fees not yet accrued (paid - provider
+    /// share) + unwithdrawn earnings + unwithdrawn (accrued) fees.
     function invariant_Conservation() public view {
         uint256 owed;
         uint256 n = handler.leaseCount();
         for (uint256 i; i < n; ++i) {
-            ILeaseEscrow.Lease memory l = escrow.getLease(handler.leaseIds(i));
-            if (l.status != ILeaseEscrow.LeaseStatus.Finalized) owed += l.deposit - l.paid;
+            uint256 id = handler.leaseIds(i);
+            ILeaseEscrow.Lease memory l = escrow.getLease(id);
+            if (l.status != ILeaseEscrow.LeaseStatus.Finalized) owed += l.deposit - l.paid + handler.feesOf(id, l);
         }
         address[2] memory ps = handler.providers();
         owed += escrow.earnings(ps[0]) + escrow.earnings(ps[1]) + escrow.accruedFees();
         assertEq(token.balanceOf(address(escrow)), owed);
+    }
+
+    /// @dev Accrued + withdrawn fees == the fees of finalized leases, each at the rate of its open.
+    function invariant_FeesOfFinalizedLeases() public view {
+        uint256 sum;
+        uint256 n = handler.leaseCount();
+        for (uint256 i; i < n; ++i) {
+            uint256 id = handler.leaseIds(i);
+            ILeaseEscrow.Lease memory l = escrow.getLease(id);
+            if (l.status == ILeaseEscrow.LeaseStatus.Finalized) sum += handler.feesOf(id, l);
+        }
+        assertEq(escrow.accruedFees() + handler.ghostFeesWithdrawn(), sum);
     }
 
     /// @dev paid <= deposit and paid <= price * gpus * paid-through elapsed time, per lease.

@@ -23,6 +23,9 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
 
     uint256[] public leaseIds;
     mapping(uint256 leaseId => uint8) public ghostStatus;
+    /// @dev The fee rate current when each lease was opened (the lease keeps it).
+    mapping(uint256 leaseId => uint16) public ghostFeeBps;
+    uint256 public ghostFeesWithdrawn;
     mapping(bytes4 selector => uint256) public calls;
     bool public statusWentBack;
 
@@ -65,8 +68,10 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         bytes memory sig = _sign(key, _escrow.hashOffer(o));
         uint32 g = uint32(bound(gpus, 1, 8));
         duration = bound(duration, 60, 2 days);
+        uint16 rate = _escrow.feeBps();
         vm.prank(_consumers[consumerSeed % 3]);
         uint256 id = _escrow.openLease(o, sig, g, PRICE * g * duration);
+        ghostFeeBps[id] = rate;
         leaseIds.push(id);
         _observe(id);
         ++calls[this.open.selector];
@@ -138,8 +143,20 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
     function withdrawFees() external {
         if (_escrow.accruedFees() == 0) return;
         vm.prank(_escrow.treasury());
-        _escrow.withdrawFees(address(0xFEE));
+        ghostFeesWithdrawn += _escrow.withdrawFees(address(0xFEE));
         ++calls[this.withdrawFees.selector];
+    }
+
+    function setFee(uint256 feeSeed) external {
+        uint16 rate = uint16(bound(feeSeed, 0, _escrow.MAX_FEE_BPS()));
+        vm.prank(_escrow.owner());
+        _escrow.setFee(rate);
+        ++calls[this.setFee.selector];
+    }
+
+    /// @dev Fees of a lease so far: floor(settled * price * feeBps / 10_000) with its rate at open.
+    function feesOf(uint256 id, ILeaseEscrow.Lease memory l) external view returns (uint256) {
+        return l.paid * ghostFeeBps[id] / 10_000;
     }
 
     function warp(uint256 secondsSeed) external {

@@ -64,8 +64,13 @@ contract AdminTest is Base {
         uint256 id = _open(1, 3600);
         vm.warp(block.timestamp + 1000);
         _settle(id, 1, 1000);
+        assertEq(escrow.accruedFees(), 0);
+        vm.prank(consumer);
+        escrow.closeLease(id);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(id);
         uint256 fees = escrow.accruedFees();
-        assertGt(fees, 0);
+        assertEq(fees, PRICE * 1000 * FEE_BPS / 10_000);
         vm.expectEmit(address(escrow));
         emit ILeaseEscrow.FeesWithdrawn(stranger, fees);
         vm.prank(treasury);

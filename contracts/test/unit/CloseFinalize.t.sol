@@ -70,6 +70,8 @@ contract CloseFinalizeTest is Base {
         assertEq(staking.lockedStake(provider), 0);
         assertEq(uint8(escrow.getLease(leaseId).status), uint8(ILeaseEscrow.LeaseStatus.Finalized));
         assertEq(escrow.getLease(leaseId).collateral, 0);
+        // The lease's fees become withdrawable at finalization.
+        assertEq(escrow.accruedFees(), PRICE * 1500 * FEE_BPS / 10_000);
         assertEq(token.balanceOf(address(escrow)), escrow.earnings(provider) + escrow.accruedFees());
     }
 

@@ -7,6 +7,12 @@ import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
 contract SettleTest is Base {
     uint256 internal leaseId;
 
+    function _openOffer(ILeaseEscrow.Offer memory o, uint32 gpus, uint256 duration) internal returns (uint256) {
+        bytes memory sig = _signOffer(o);
+        vm.prank(consumer);
+        return escrow.openLease(o, sig, gpus, o.pricePerGpuSecond * gpus * duration);
+    }
+
     function setUp() public override {
         super.setUp();
         leaseId = _open(2, 3600);
@@ -23,7 +29,8 @@ contract SettleTest is Base {
         vm.prank(consumer);
         escrow.settle(leaseId, cp, sig);
         assertEq(escrow.earnings(provider), amount - fee);
-        assertEq(escrow.accruedFees(), fee);
+        // The fee stays in the escrow until the lease is finalized.
+        assertEq(escrow.accruedFees(), 0);
         ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
         assertEq(l.paid, amount);
         assertEq(l.settledGpuSeconds, 1000);
@@ -34,9 +41,68 @@ contract SettleTest is Base {
         _settle(leaseId, 1, 500);
         _settle(leaseId, 3, 1200);
         assertEq(escrow.getLease(leaseId).paid, PRICE * 1200);
-        uint256 fees = PRICE * 500 * FEE_BPS / 10_000 + PRICE * 700 * FEE_BPS / 10_000;
-        assertEq(escrow.accruedFees(), fees);
+        uint256 fees = PRICE * 1200 * FEE_BPS / 10_000;
+        assertEq(escrow.accruedFees(), 0);
         assertEq(escrow.earnings(provider), PRICE * 1200 - fees);
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        assertEq(escrow.accruedFees(), fees);
+    }
+
+    /// @dev Fees are feeCum(new) - feeCum(old) with feeCum(x) = floor(x * price * feeBps / 10_000): rounding is
+    /// per lease, so the fees of a lease do not depend on how its usage was split into settlements.
+    function test_Settle_FeeRoundingPerLease() public {
+        ILeaseEscrow.Offer memory o = _offer();
+        o.pricePerGpuSecond = 7; // 7 * 250 / 10_000 = 0.175 per GPU-second
+        uint256 id = _openOffer(o, 1, 3600);
+        vm.warp(block.timestamp + 100);
+        // feeCum(3) = floor(0.525) = 0, feeCum(6) = floor(1.05) = 1, feeCum(10) = floor(1.75) = 1; rounding each
+        // settlement's fee down on its own would have charged 0 in total.
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(id, provider, consumer, 1, 3, 21, 0);
+        _settle(id, 1, 3);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(id, provider, consumer, 2, 6, 21, 1);
+        _settle(id, 2, 6);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(id, provider, consumer, 3, 10, 28, 0);
+        _settle(id, 3, 10);
+        assertEq(escrow.earnings(provider), 70 - 1);
+        vm.prank(consumer);
+        escrow.closeLease(id);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(id);
+        assertEq(escrow.accruedFees(), 1);
+        // What is left beside the setUp lease's untouched deposit: the provider's 69 and the treasury's 1.
+        assertEq(token.balanceOf(address(escrow)), PRICE * 2 * 3600 + 70);
+    }
+
+    /// @dev A lease keeps the fee rate of its open; `setFee` applies to leases opened afterwards.
+    function test_Settle_FeeFixedAtOpen() public {
+        vm.prank(owner);
+        escrow.setFee(1_000);
+        uint256 id2 = _open(2, 3600);
+        vm.warp(block.timestamp + 100);
+        uint256 fee1 = PRICE * 1000 * FEE_BPS / 10_000;
+        uint256 fee2 = PRICE * 100 * 1_000 / 10_000;
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(leaseId, provider, consumer, 1, 1000, PRICE * 1000, fee1);
+        _settle(leaseId, 1, 1000);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseSettled(id2, provider, consumer, 1, 100, PRICE * 100, fee2);
+        _settle(id2, 1, 100);
+        assertEq(escrow.earnings(provider), PRICE * 1100 - fee1 - fee2);
+        vm.startPrank(consumer);
+        escrow.closeLease(leaseId);
+        escrow.closeLease(id2);
+        vm.stopPrank();
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        assertEq(escrow.accruedFees(), fee1);
+        escrow.finalizeLease(id2);
+        assertEq(escrow.accruedFees(), fee1 + fee2);
     }
 
     function test_Settle_SameUsageNewSeq() public {
@@ -106,8 +172,18 @@ contract SettleTest is Base {
         escrow.settle(leaseId, cp, sig);
     }
 
+    function test_Settle_MaxSeq() public {
+        uint64 seq = type(uint40).max;
+        _settle(leaseId, seq, 100);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.lastSeq, seq);
+        assertEq(l.settledGpuSeconds, 100);
+        assertEq(uint8(l.status), uint8(ILeaseEscrow.LeaseStatus.Open));
+        assertEq(l.deposit, PRICE * 2 * 3600);
+    }
+
     function test_RevertWhen_SettleSeqTooLarge() public {
-        uint64 seq = uint64(type(uint56).max) + 1;
+        uint64 seq = uint64(type(uint40).max) + 1;
         ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, seq, 100);
         bytes memory sig = _signCp(providerKey, cp);
         vm.prank(consumer);
@@ -225,7 +301,7 @@ contract SettleTest is Base {
         vm.prank(consumer);
         assertEq(escrow.settleBatch(items), 2);
         uint256 fees = PRICE * 1000 * FEE_BPS / 10_000 + PRICE * 50 * FEE_BPS / 10_000;
-        assertEq(escrow.accruedFees(), fees);
+        assertEq(escrow.accruedFees(), 0);
         assertEq(escrow.earnings(provider), PRICE * 1050 - fees);
     }
 

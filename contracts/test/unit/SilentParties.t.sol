@@ -40,6 +40,7 @@ contract SilentPartiesTest is Base {
         emit ILeaseEscrow.ClaimFinalized(leaseId, provider, consumer, 3, 1800, amount, fee);
         escrow.finalizeClaim(leaseId);
         assertEq(escrow.earnings(provider), amount - fee);
+        assertEq(escrow.accruedFees(), 0);
         assertEq(escrow.getLease(leaseId).lastSeq, 3);
         assertEq(escrow.getClaim(leaseId).readyAt, 0);
     }
@@ -282,7 +283,43 @@ contract SilentPartiesTest is Base {
         escrow.resolveLiveness(leaseId);
     }
 
+    /// @dev A lease closed by a liveness resolution accrues its fees (claimed usage included) at finalization.
+    function test_Liveness_FeesAccruedAtFinalize() public {
+        _settle(leaseId, 1, 600);
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        escrow.resolveLiveness(leaseId);
+        _claim(2, 900);
+        vm.warp(block.timestamp + DISPUTE_WINDOW);
+        escrow.finalizeClaim(leaseId);
+        assertEq(escrow.accruedFees(), 0);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        uint256 fees = PRICE * 900 * FEE_BPS / 10_000;
+        assertEq(escrow.accruedFees(), fees);
+        assertEq(escrow.earnings(provider), PRICE * 900 - fees);
+        assertEq(token.balanceOf(address(escrow)), escrow.earnings(provider) + fees);
+    }
+
     /*////////////////////////////// equivocation //////////////////////////////*/
+
+    /// @dev A lease closed by an equivocation report accrues its fees at finalization.
+    function test_ReportEquivocation_FeesAccruedAtFinalize() public {
+        _settle(leaseId, 1, 800);
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(leaseId, 4, 1000);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(leaseId, 4, 1200);
+        bytes memory sigA = _signCp(providerKey, a);
+        bytes memory sigB = _signCp(providerKey, b);
+        vm.prank(stranger);
+        escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
+        assertEq(escrow.accruedFees(), 0);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        uint256 fees = PRICE * 800 * FEE_BPS / 10_000;
+        assertEq(escrow.accruedFees(), fees);
+        assertEq(token.balanceOf(address(escrow)), escrow.earnings(provider) + fees);
+    }
 
     function test_ReportEquivocation() public {
         ILeaseEscrow.UsageCheckpoint memory a = _cp(leaseId, 4, 1000);
