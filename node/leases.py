@@ -137,6 +137,7 @@ class LeaseEngine:
         executor: Executor | None = None,
         sampler: UsageSampler | None = None,
         tick_interval: float = 1.0,
+        on_capacity_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.chain = chain
@@ -159,6 +160,7 @@ class LeaseEngine:
         self.devices = devices
         self.executor = executor
         self.sampler = sampler
+        self.on_capacity_change = on_capacity_change
         tol = replace(Tolerance(), heartbeat_interval_ms=max(5000, int(heartbeat_interval * 2000)))
         self.lease_config = L.LeaseConfig(max_consecutive_rejections=max_rejections, settle_retry_ms=5_000,
                                           settlement_window_s=settlement_window, tolerance=tol)
@@ -536,7 +538,11 @@ class LeaseEngine:
             self.leases[rec.key] = rec
             self._persist(rec, opened, [])
         rec.serving = self._spawn(self._serve(rec))
+        self.on_capacity_change()
         return rec
+
+    def busy_devices(self) -> set[int]:
+        return set(self._busy_devices)
 
     async def _on_job_spec(self, peer: str, msg: JobSpecMessage) -> bytes:
         lid = msg.lease_id
@@ -746,6 +752,7 @@ class LeaseEngine:
             await self._apply(rec, change)
             if role is L.Role.PROVIDER and isinstance(change, L.ContractReceiveLeaseFinalized):
                 self._busy_devices.difference_update(rec.devices)
+                self.on_capacity_change()
                 self._spawn(self._withdraw())
 
     async def _tick_loop(self) -> None:

@@ -28,7 +28,7 @@ from node.config import NodeConfig
 from node.crypto import eip712
 from node.crypto.nodekey import signing_key
 from node.crypto.wallet import resolve_wallet
-from node.errors import ChainError, ConfigError
+from node.errors import ChainError, ConfigError, NodeError
 from node.leases import LeaseEngine
 from node.market import Market, offer_view
 from node.p2p.bridge import P2PNode
@@ -57,6 +57,7 @@ class Node:
         self.engine: LeaseEngine | None = None
         self.api_url = ""
         self._offer_nonce = 0
+        self._capacity_changed = asyncio.Event()
 
     # ------------------------------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -105,6 +106,7 @@ class Node:
                 checkpoint_interval=cfg.provider.checkpoint_interval,
                 settle_interval=cfg.consumer.settle_interval, max_rejections=cfg.consumer.max_rejections,
                 devices=self.devices, executor=executor, sampler=sampler,
+                on_capacity_change=self._capacity_changed.set,
             )
         await self.p2p.start()
         if self.engine is not None:
@@ -280,22 +282,44 @@ class Node:
                          driver_version=d.driver_version or "none", cuda_version=d.cuda_driver_version or "none",
                          interconnect="pcie", simulated=simulated)
 
-    async def publish_offer(self) -> dict[str, Any]:
+    def _free_devices(self) -> list[GpuDevice]:
+        busy = self.engine.busy_devices() if self.engine is not None else set()
+        return [d for d in self.devices if d.index not in busy]
+
+    async def publish_offer(self) -> dict[str, Any] | None:
+        """Offer the GPUs not taken by a lease, as the single live offer of this provider.
+
+        The new offer supersedes the previous one in every book (higher nonce, same slot), and the previous one is
+        cancelled on-chain (``cancelOffersBelow``) so that two offers can never book the same GPUs twice.
+        Leases opened from the old offer stay valid. With no free GPU, all offers are withdrawn.
+        """
         pc = self.cfg.provider
-        assert self.wallet_key is not None and self.address is not None
+        if self.wallet_key is None or self.address is None:
+            raise ConfigError("a provider node needs a wallet")
         if not self.devices:
             raise ConfigError("no GPUs to offer")
+        free = self._free_devices()
+        if not free:
+            if self._offer_nonce:
+                await self.cancel_offers()
+            return None
         spec = self._spec()
+        previous = self._offer_nonce
         self._offer_nonce = max(self._offer_nonce + 1, int(time.time() * 1000))
         offer = Offer(provider=_raw(self.address), nonce=self._offer_nonce,
-                      gpu_model=gpu_model_from_name(self.devices[0].name[:32]), gpu_count=len(self.devices),
-                      vram_mib=min(d.memory_mib for d in self.devices), price_per_gpu_second=pc.price_per_gpu_second,
+                      gpu_model=gpu_model_from_name(free[0].name[:32]), gpu_count=len(free),
+                      vram_mib=min(d.memory_mib for d in free), price_per_gpu_second=pc.price_per_gpu_second,
                       min_duration=pc.min_duration, max_duration=pc.max_duration,
                       expires_at=int(time.time()) + pc.offer_ttl, spec_hash=spec_hash(spec))
         so = sign_offer(offer, spec, self.wallet_key, self.domain)
         blob = self.market.encode_offer(so)
         await self.p2p.publish(blob)  # validated locally first, so before it is in our own book
         self.market.add(so, blob)
+        if previous:
+            try:
+                await self.escrow.cancel_offers_below(f"cancel:{offer.nonce}", offer.nonce)
+            except NodeError as exc:  # the new offer is out; the old one expires on its own
+                log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
         view = offer_view(offer.struct_hash(), so)
         self.published.append(view)
         del self.published[:-20]
@@ -305,11 +329,13 @@ class Node:
     async def _announce_loop(self) -> None:
         pc = self.cfg.provider
         while True:
+            self._capacity_changed.clear()
             try:
                 await self.publish_offer()
             except Exception as exc:
                 log.warning("offer publish failed", extra={"error": repr(exc)[:300]})
-            await asyncio.sleep(max(5.0, pc.offer_ttl / 2))
+            with contextlib.suppress(TimeoutError):  # re-announce at half-life, or when GPUs are taken or freed
+                await asyncio.wait_for(self._capacity_changed.wait(), timeout=max(5.0, pc.offer_ttl / 2))
 
     async def cancel_offers(self) -> dict[str, Any]:
         """Withdraw every offer of ours: signed withdrawal on gossip now, ``cancelOffersBelow`` on-chain."""
@@ -318,9 +344,11 @@ class Node:
         below = max(self._offer_nonce + 1, int(time.time() * 1000))
         self._offer_nonce = below
         msg = self.market.withdrawal_message(self.wallet_key, _raw(self.address), below)
-        self.stakes.raise_nonce(_raw(self.address), below)
-        with contextlib.suppress(Exception):
+        try:
             await self.p2p.publish(msg)
+        except NodeError as exc:
+            log.warning("withdrawal not gossiped", extra={"error": str(exc)[:200]})
+        self.stakes.raise_nonce(_raw(self.address), below)
         r = await self.escrow.cancel_offers_below(f"cancel:{below}", below)
         return {"nonce_below": below, "tx": r.tx_hash}
 
