@@ -35,6 +35,8 @@ class ProviderConfig:
 @dataclass(frozen=True, slots=True)
 class ConsumerConfig:
     settle_interval: float = 2.0  # how often due settlements are batched and sent
+    settle_every: float = 60.0  # settle a lease at most this often while it runs (always at close): gas vs risk
+    auto_topup: int = 0  # token base units added when a lease is about to run dry (0: only suggest a top-up)
     max_rejections: int = 3
     checkpoint_tolerance: int = 2  # seconds of GPU time per GPU allowed above wall-clock elapsed
 
@@ -156,6 +158,8 @@ def validate_config(cfg: NodeConfig) -> None:
         raise ConfigError("provider.offer_ttl must be >= 10 seconds")
     if p.executor not in ("process", "simulated"):
         raise ConfigError("provider.executor must be 'process' or 'simulated'")
+    if cfg.consumer.settle_every < 0 or cfg.consumer.auto_topup < 0:
+        raise ConfigError("consumer.settle_every and consumer.auto_topup must be >= 0")
     if p.heartbeat_interval <= 0 or p.checkpoint_interval < p.heartbeat_interval:
         raise ConfigError("provider.checkpoint_interval must be >= heartbeat_interval > 0")
     if cfg.keystore is None and cfg.dev_account is None:

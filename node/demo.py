@@ -115,7 +115,7 @@ def write_config(path: Path, *, data_dir: Path, rpc: str, deployments: Path, acc
         "[provider]", f"enabled = {'true' if provider else 'false'}", 'declared_gpus = "2xSIM-A100:40960"',
         f"price_per_gpu_second = {PRICE}", "min_duration = 10", "max_duration = 3600", "offer_ttl = 600",
         f"stake = {1000 * E18}", 'region = "local"', "heartbeat_interval = 1.0", "checkpoint_interval = 3.0",
-        'executor = "process"', "", "[consumer]", "settle_interval = 1.0",
+        'executor = "process"', "", "[consumer]", "settle_interval = 1.0", "settle_every = 2.0",
     ]
     path.write_text("\n".join(lines) + "\n")
 

@@ -133,6 +133,8 @@ class LeaseEngine:
         checkpoint_interval: float = 6.0,
         settle_interval: float = 1.0,
         max_rejections: int = 3,
+        settle_every: float = 0.0,
+        auto_topup: int = 0,
         devices: tuple[GpuDevice, ...] = (),
         executor: Executor | None = None,
         sampler: UsageSampler | None = None,
@@ -163,6 +165,7 @@ class LeaseEngine:
         self.on_capacity_change = on_capacity_change
         tol = replace(Tolerance(), heartbeat_interval_ms=max(5000, int(heartbeat_interval * 2000)))
         self.lease_config = L.LeaseConfig(max_consecutive_rejections=max_rejections, settle_retry_ms=5_000,
+                                          settle_interval_ms=int(settle_every * 1000), auto_topup_amount=auto_topup,
                                           settlement_window_s=settlement_window, tolerance=tol)
         self.leases: dict[tuple[int, str], LeaseRecord] = {}
         self._settle_queue: dict[int, L.ContractSendSettle] = {}

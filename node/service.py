@@ -105,6 +105,7 @@ class Node:
                 heartbeat_interval=cfg.provider.heartbeat_interval,
                 checkpoint_interval=cfg.provider.checkpoint_interval,
                 settle_interval=cfg.consumer.settle_interval, max_rejections=cfg.consumer.max_rejections,
+                settle_every=cfg.consumer.settle_every, auto_topup=cfg.consumer.auto_topup,
                 devices=self.devices, executor=executor, sampler=sampler,
                 on_capacity_change=self._capacity_changed.set,
             )

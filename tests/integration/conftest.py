@@ -96,7 +96,7 @@ def node_config(devnet: Devnet, data_dir: Path, *, account: int | None = None, p
         provider=ProviderConfig(enabled=provider, declared_gpus="2xSIM-A100:40960", price_per_gpu_second=PRICE,
                                 min_duration=5, max_duration=3600, offer_ttl=600, stake=1_000 * E18,
                                 heartbeat_interval=0.5, checkpoint_interval=1.5, executor="process"),
-        consumer=replace(ConsumerConfig(settle_interval=0.5), **consumer),
+        consumer=replace(ConsumerConfig(settle_interval=0.5, settle_every=0.0), **consumer),
     )
 
 

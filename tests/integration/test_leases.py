@@ -179,3 +179,16 @@ async def test_bad_lease_stream_input_gets_an_error_not_a_crash(nodes):
     reply = await consumer.p2p.request(provider.p2p.peer_id, LEASE_PROTOCOL, b"\x01\x02garbage", timeout=5)
     assert type(decode_message(reply)).__name__ == "ErrorMessage"
     assert provider.status()["peer_id"]  # still serving
+
+
+async def test_auto_top_up_keeps_a_lease_from_running_dry(nodes, devnet):
+    _provider, consumer, offer = await _pair(nodes, auto_topup=PRICE * 120)
+    lease = await consumer.open_lease({"offer_id": offer["offer_id"], "gpus": 1, "deposit": str(PRICE * 60),
+                                       "job": _job("import time; time.sleep(20)")})
+    lid = lease["lease_id"]
+    first_end = lease["ends_at"]
+    await until(lambda: consumer.lease(lid)["ends_at"] > first_end, 20, "the automatic top-up")
+    assert int(consumer.lease(lid)["deposit"]) == PRICE * 180
+    chain, escrow, _ = await devnet.escrow_view()
+    assert (await escrow.get_lease(lid)).deposit == PRICE * 180
+    await chain.close()
