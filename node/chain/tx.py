@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCErro
 
 from node.errors import ChainError, RecoverableError, UnrecoverableError
 from node.storage.db import Database
+
+log = logging.getLogger(__name__)
 
 
 class TxFailed(UnrecoverableError):
@@ -131,6 +134,7 @@ class TxSender:
         decoder: ErrorDecoder,
         receipt_timeout: float = 60.0,
         poll_interval: float = 0.02,
+        bump_after: float = 30.0,
     ) -> None:
         self.w3 = w3
         self.account: LocalAccount = Account.from_key(private_key)
@@ -140,6 +144,7 @@ class TxSender:
         self.decoder = decoder
         self.receipt_timeout = receipt_timeout
         self.poll_interval = poll_interval
+        self.bump_after = bump_after  # re-sign with higher fees when a transaction is still pending after this
         self._nonce: int | None = None
         self._nonce_lock = asyncio.Lock()
         self._fee_cache: tuple[float, int, int] | None = None
@@ -230,7 +235,8 @@ class TxSender:
                 **tx, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "type": 2,
             })
             tx_hash = "0x" + bytes(signed.hash).hex()
-            self._update(key, status="sent", nonce=nonce, tx_hash=tx_hash, raw_tx=bytes(signed.raw_transaction))
+            self._update(key, status="sent", nonce=nonce, tx_hash=tx_hash, raw_tx=bytes(signed.raw_transaction),
+                         gas=gas, max_fee=max_fee, tip=tip)
             try:
                 self.rpc_calls += 1
                 await self.w3.eth.send_raw_transaction(signed.raw_transaction)
@@ -249,19 +255,33 @@ class TxSender:
         raise TxFailed(kind, decoded)
 
     async def _await_receipt(self, key: str, kind: str, tx_hash: str, race_errors: frozenset[str]) -> TxResult:
+        """Wait for the receipt of any transaction sent for this intent; bump the fees of a stuck one."""
         deadline = time.monotonic() + self.receipt_timeout
-        while True:
-            try:
-                self.rpc_calls += 1
-                receipt = await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        last_send = time.monotonic()
+        receipt = None
+        while receipt is None:
+            intent = self._intent(key) or {}
+            hashes = [intent.get("tx_hash") or tx_hash] + [h for h in (intent.get("replaced") or "").split(",") if h]
+            for h in hashes:
+                try:
+                    self.rpc_calls += 1
+                    receipt = await self.w3.eth.get_transaction_receipt(h)  # type: ignore[arg-type]
+                    tx_hash = h
+                    break
+                except TransactionNotFound:
+                    continue
+                except (TimeoutError, Web3RPCError, OSError) as exc:
+                    raise ChainError(f"{kind}: RPC failure while waiting for {h}: {exc}") from exc
+            if receipt is not None:
                 break
-            except TransactionNotFound:
-                pass
-            except (TimeoutError, Web3RPCError, OSError) as exc:
-                raise ChainError(f"{kind}: RPC failure while waiting for {tx_hash}: {exc}") from exc
             if time.monotonic() > deadline:
                 raise ChainError(f"{kind}: no receipt for {tx_hash} after {self.receipt_timeout}s (intent kept)")
+            if time.monotonic() - last_send > self.bump_after and intent.get("sender") == self.address:
+                await self._bump(key, intent)
+                last_send = time.monotonic()
             await asyncio.sleep(self.poll_interval)
+        if receipt is not None and tx_hash != (self._intent(key) or {}).get("tx_hash"):
+            self._update(key, tx_hash=tx_hash)  # an earlier fee level was the one mined
         gas_used = int(receipt["gasUsed"])
         block = int(receipt["blockNumber"])
         if int(receipt["status"]) != 1:
@@ -272,6 +292,33 @@ class TxSender:
             raise TxFailed(kind, decoded, tx_hash)
         self._update(key, status="mined", gas_used=gas_used, block_number=block)
         return TxResult(key, tx_hash, gas_used, block, "mined", tuple(dict(x) for x in receipt["logs"]))
+
+    async def _bump(self, key: str, intent: dict[str, Any]) -> None:
+        """Replace a pending transaction (same nonce) with one paying 25% more, so payments never stall on fees."""
+        if intent.get("nonce") is None or intent.get("gas") is None or intent.get("max_fee") is None:
+            return
+        self._fee_cache = None
+        max_fee, tip = await self._fees()
+        tip = max(tip, int(intent["tip"] or 0) * 5 // 4 + 1)
+        max_fee = max(max_fee, int(intent["max_fee"]) * 5 // 4 + 1, tip)
+        tx: dict[str, Any] = {"from": self.address, "data": "0x" + bytes(intent["data"]).hex(),
+                              "value": int(intent["value"]), "chainId": self.chain_id, "nonce": int(intent["nonce"]),
+                              "gas": int(intent["gas"]), "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip,
+                              "type": 2}
+        if intent["to_addr"]:
+            tx["to"] = to_checksum_address(intent["to_addr"])
+        signed = self.account.sign_transaction(tx)
+        new_hash = "0x" + bytes(signed.hash).hex()
+        replaced = ",".join(h for h in [intent["tx_hash"], *(intent.get("replaced") or "").split(",")] if h)
+        self._update(key, tx_hash=new_hash, raw_tx=bytes(signed.raw_transaction), max_fee=max_fee, tip=tip,
+                     replaced=replaced)
+        try:
+            self.rpc_calls += 1
+            await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            log.info("transaction fee bumped", extra={"kind": intent["kind"], "nonce": intent["nonce"],
+                                                      "max_fee": max_fee})
+        except (Web3RPCError, OSError, TimeoutError) as exc:  # e.g. the original was just mined
+            log.info("fee bump not accepted", extra={"kind": intent["kind"], "error": str(exc)[:200]})
 
     async def _revert_reason(self, key: str, block: int) -> str:
         intent = self._intent(key)
@@ -306,10 +353,15 @@ class TxSender:
                 # Never signed: nothing reached the chain. The owner re-drives it (e.g. the settlement loop).
                 self._update(key, status="dropped", error="not sent before restart")
                 continue
-            try:
-                receipt = await self.w3.eth.get_transaction_receipt(row["tx_hash"])
-            except TransactionNotFound:
-                receipt = None
+            receipt = None
+            for h in [row["tx_hash"], *(row["replaced"] or "").split(",")]:
+                if not h:
+                    continue
+                try:
+                    receipt = await self.w3.eth.get_transaction_receipt(h)
+                    break
+                except TransactionNotFound:
+                    continue
             if receipt is not None:
                 with contextlib.suppress(TxFailed, TxRace):
                     await self._await_receipt(key, row["kind"], row["tx_hash"], frozenset())
@@ -320,8 +372,9 @@ class TxSender:
             try:
                 await self.w3.eth.send_raw_transaction(bytes(row["raw_tx"]))
             except Web3RPCError as exc:
-                self._update(key, status="dropped", error=f"rebroadcast refused: {exc}")
-                continue
+                if "already" not in str(exc).lower():  # "already known/imported": still pending in the pool
+                    self._update(key, status="dropped", error=f"rebroadcast refused: {exc}")
+                    continue
             unresolved.append(key)
         self._reset_nonce()
         return unresolved

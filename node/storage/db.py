@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS tx_intents (
     nonce INTEGER,
     tx_hash TEXT,
     raw_tx BLOB,
+    gas INTEGER,
+    max_fee INTEGER,
+    tip INTEGER,
+    replaced TEXT NOT NULL DEFAULT '',  -- earlier hashes of the same nonce (fee bumps), comma-separated
     gas_used INTEGER,
     block_number INTEGER,
     error TEXT,
