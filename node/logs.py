@@ -9,6 +9,8 @@ import sys
 _SECRET_KEYS = ("key", "secret", "token", "password", "signature", "sig", "private")
 _HEX_SECRET = re.compile(r"0x[0-9a-fA-F]{64,}")  # private keys, signatures: never in logs
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Public identifiers that look like 32-byte hex but are not secrets: shown as they are.
+_PUBLIC_IDS = {"offer_id", "tx", "tx_hash", "block_hash", "offer_hash", "head"}
 
 
 class RedactingFilter(logging.Filter):
@@ -20,6 +22,8 @@ class RedactingFilter(logging.Filter):
                 continue
             if any(s in k.lower() for s in _SECRET_KEYS) and not k.lower().endswith(("_id", "_count")):
                 record.__dict__[k] = "<redacted>"
+            elif k in _PUBLIC_IDS:
+                continue
             elif isinstance(record.__dict__[k], str):
                 record.__dict__[k] = _HEX_SECRET.sub("0x<redacted>", record.__dict__[k])
         if isinstance(record.msg, str):
@@ -29,13 +33,14 @@ class RedactingFilter(logging.Filter):
 
 class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<5} {record.name}: {record.getMessage()}"
+        message = _HEX_SECRET.sub("0x<redacted>", record.getMessage())
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<5} {record.name}: {message}"
         extras = {k: v for k, v in record.__dict__.items() if k not in _RESERVED}
-        if extras:
+        if extras:  # already filtered by RedactingFilter (public ids kept, other long hex masked)
             base += " " + " ".join(f"{k}={v}" for k, v in sorted(extras.items()))
         if record.exc_info:
-            base += "\n" + self.formatException(record.exc_info)
-        return _HEX_SECRET.sub("0x<redacted>", base)
+            base += "\n" + _HEX_SECRET.sub("0x<redacted>", self.formatException(record.exc_info))
+        return base
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -64,7 +64,9 @@ def test_logs_redact_keys_and_signatures():
     record.private_key = "0x" + "cd" * 32
     record.api_token = "tok-value"
     record.lease_id = 7
+    record.offer_id = "0x" + "ef" * 32  # a public id: kept
+    record.error = "boom 0x" + "12" * 32  # unknown long hex inside a value: masked
     RedactingFilter().filter(record)
     text = KeyValueFormatter().format(record)
-    assert "ab" * 32 not in text and "cd" * 32 not in text and "tok-value" not in text
-    assert "lease_id=7" in text
+    assert "ab" * 32 not in text and "cd" * 32 not in text and "tok-value" not in text and "12" * 32 not in text
+    assert "lease_id=7" in text and "ef" * 32 in text
