@@ -14,6 +14,7 @@ from typing import Any
 import coincurve
 from eth_account import Account
 from eth_account.messages import encode_typed_data
+from eth_keys.constants import SECPK1_N
 from eth_utils import keccak, to_checksum_address
 
 DOMAIN_NAME = "gpunet LeaseEscrow"
@@ -35,7 +36,7 @@ OFFER_TYPEHASH = keccak(OFFER_TYPE)
 CHECKPOINT_TYPEHASH = keccak(CHECKPOINT_TYPE)
 
 # secp256k1 group order; signatures with s > N/2 are malleated copies and are rejected (EIP-2).
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_N = SECPK1_N
 SECP256K1_HALF_N = SECP256K1_N // 2
 
 _UINT_MAX = {32: 2**32 - 1, 64: 2**64 - 1, 256: 2**256 - 1}

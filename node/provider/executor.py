@@ -363,7 +363,26 @@ def _rlimit_preexec(plan: tuple[tuple[int, int, int], ...]) -> Callable[[], None
     return apply_limits
 
 
-class ProcessJob:
+class _JobBase:
+    """What both job handles share: a result future, a stop request, and the JobHandle methods over them."""
+
+    _stop_requested: asyncio.Event
+    _result: asyncio.Future[JobOutcome] | None
+
+    @property
+    def running(self) -> bool:
+        return self._result is not None and not self._result.done()
+
+    async def wait(self) -> JobOutcome:
+        assert self._result is not None, "wait() before start"
+        return await asyncio.shield(self._result)
+
+    async def stop(self) -> JobOutcome:
+        self._stop_requested.set()
+        return await self.wait()
+
+
+class ProcessJob(_JobBase):
     """A running (or finished) job process. Created by :meth:`ProcessExecutor.start`."""
 
     def __init__(
@@ -386,17 +405,6 @@ class ProcessJob:
         self._stop_requested = asyncio.Event()
         self._result: asyncio.Future[JobOutcome] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._result is not None and not self._result.done()
-
-    async def wait(self) -> JobOutcome:
-        assert self._result is not None, "wait() before start"
-        return await asyncio.shield(self._result)
-
-    async def stop(self) -> JobOutcome:
-        self._stop_requested.set()
-        return await self.wait()
 
     async def _spawn(self, env: dict[str, str], rlimits: tuple[tuple[int, int, int], ...]) -> None:
         loop = asyncio.get_running_loop()
@@ -562,7 +570,7 @@ class SimulatedExecutor:
         return handle
 
 
-class SimulatedJob:
+class SimulatedJob(_JobBase):
     """A job of the :class:`SimulatedExecutor`."""
 
     def __init__(
@@ -585,17 +593,6 @@ class SimulatedJob:
         self._stop_requested = asyncio.Event()
         self._result: asyncio.Future[JobOutcome] | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._result is not None and not self._result.done()
-
-    async def wait(self) -> JobOutcome:
-        assert self._result is not None, "wait() before start"
-        return await asyncio.shield(self._result)
-
-    async def stop(self) -> JobOutcome:
-        self._stop_requested.set()
-        return await self.wait()
 
     async def _run(self, on_output: OutputCallback | None) -> JobOutcome:
         started = self._clock()
