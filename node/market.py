@@ -94,7 +94,6 @@ class Market:
         result = self.book.insert(so, blob, oid)
         if result in (InsertResult.ADDED, InsertResult.REPLACED):
             self.store.upsert(oid, so, blob)
-            self._sync_store()
         record_book_size(len(self.book))
         return result
 
