@@ -139,7 +139,7 @@ class LeaseEngine:
         executor: Executor | None = None,
         sampler: UsageSampler | None = None,
         tick_interval: float = 1.0,
-        on_capacity_change: Callable[[], None] = lambda: None,
+        on_capacity_change: Callable[[bytes], None] = lambda offer_hash: None,
     ) -> None:
         self.db = db
         self.chain = chain
@@ -541,7 +541,7 @@ class LeaseEngine:
             self.leases[rec.key] = rec
             self._persist(rec, opened, [])
         rec.serving = self._spawn(self._serve(rec))
-        self.on_capacity_change()
+        self.on_capacity_change(on_chain.offer_hash)
         return rec
 
     def busy_devices(self) -> set[int]:
@@ -755,7 +755,7 @@ class LeaseEngine:
             await self._apply(rec, change)
             if role is L.Role.PROVIDER and isinstance(change, L.ContractReceiveLeaseFinalized):
                 self._busy_devices.difference_update(rec.devices)
-                self.on_capacity_change()
+                self.on_capacity_change(rec.state.terms.offer_hash)
                 self._spawn(self._withdraw())
 
     async def _tick_loop(self) -> None:

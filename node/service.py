@@ -58,6 +58,7 @@ class Node:
         self.api_url = ""
         self._offer_nonce = 0
         self._capacity_changed = asyncio.Event()
+        self._live_offer_id: bytes | None = None
 
     # ------------------------------------------------------------------------------------------ start / stop
     async def start(self) -> None:
@@ -107,7 +108,7 @@ class Node:
                 settle_interval=cfg.consumer.settle_interval, max_rejections=cfg.consumer.max_rejections,
                 settle_every=cfg.consumer.settle_every, auto_topup=cfg.consumer.auto_topup,
                 devices=self.devices, executor=executor, sampler=sampler,
-                on_capacity_change=self._capacity_changed.set,
+                on_capacity_change=self._on_capacity_change,
             )
         await self.p2p.start()
         if self.engine is not None:
@@ -283,6 +284,13 @@ class Node:
                          driver_version=d.driver_version or "none", cuda_version=d.cuda_driver_version or "none",
                          interconnect="pcie", simulated=simulated)
 
+    def _on_capacity_change(self, offer_hash: bytes) -> None:
+        """A lease took or freed GPUs. The live offer's own capacity is counted on-chain, so only a lease of an
+        older offer changes what the live offer may promise: then re-announce (a later lease of the same offer is
+        also ~80k gas cheaper to open than the first lease of a new one)."""
+        if self._live_offer_id is None or bytes(offer_hash) != self._live_offer_id or not self._free_devices():
+            self._capacity_changed.set()  # (with nothing free the live offer is withdrawn)
+
     def _free_devices(self) -> list[GpuDevice]:
         busy = self.engine.busy_devices() if self.engine is not None else set()
         return [d for d in self.devices if d.index not in busy]
@@ -292,7 +300,8 @@ class Node:
 
         The new offer supersedes the previous one in every book (higher nonce, same slot), and the previous one is
         cancelled on-chain (``cancelOffersBelow``) so that two offers can never book the same GPUs twice.
-        Leases opened from the old offer stay valid. With no free GPU, all offers are withdrawn.
+        Leases opened from the old offer stay valid, and their GPUs are not offered again until they are freed.
+        With no free GPU, all offers are withdrawn.
         """
         pc = self.cfg.provider
         if self.wallet_key is None or self.address is None:
@@ -303,6 +312,7 @@ class Node:
         if not free:
             if self._offer_nonce:
                 await self.cancel_offers()
+            self._live_offer_id = None
             return None
         spec = self._spec()
         previous = self._offer_nonce
@@ -321,6 +331,7 @@ class Node:
                 await self.escrow.cancel_offers_below(f"cancel:{offer.nonce}", offer.nonce)
             except NodeError as exc:  # the new offer is out; the old one expires on its own
                 log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
+        self._live_offer_id = bytes(offer.struct_hash())
         view = offer_view(offer.struct_hash(), so)
         self.published.append(view)
         del self.published[:-20]

@@ -69,14 +69,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         job = {"argv": [sys.executable, "-c", "print(1)"], "timeout_s": 60}
         deposit = PRICE * 1 * 600  # one GPU for up to 10 minutes
         rows: list[dict[str, Any]] = []
-        used: set[str] = set()
         for _ in range(args.leases):
-            # after each lease the provider re-offers its remaining GPUs under a new nonce and cancels the old offer
-            # on-chain: wait for that successor to reach the consumer (it is not part of the measured time)
-            offers = wait(lambda: [o for o in http(f"{cinfo['api']}/v1/offers?min_gpus=1")["offers"]
-                                   if o["offer_id"] not in used], 30, "the provider's current offer")
+            # the provider's live offer (newest nonce); leases share it until it is re-announced
+            offers = wait(lambda: http(f"{cinfo['api']}/v1/offers?min_gpus=1")["offers"], 30, "an offer")
             offer = max(offers, key=lambda o: int(o["nonce"]))
-            used.add(offer["offer_id"])
             procs.check()
             t0 = time.monotonic()
             lease = http(f"{cinfo['api']}/v1/leases", {"offer_id": offer["offer_id"], "gpus": 1,
