@@ -40,19 +40,12 @@ class Artifact:
         abi_json = json.dumps(self.abi_list, sort_keys=True, separators=(",", ":")).encode()
         return "0x" + keccak(abi_json + self.deployed_bytecode).hex()
 
-    def errors_by_selector(self) -> dict[bytes, dict[str, Any]]:
-        out: dict[bytes, dict[str, Any]] = {}
-        for item in self.abi:
-            if item.get("type") == "error":
-                sig = f"{item['name']}({','.join(_abi_type(i) for i in item['inputs'])})"
-                out[keccak(sig.encode())[:4]] = item
-        return out
 
-
-def _abi_type(param: dict[str, Any]) -> str:
+def abi_type(param: dict[str, Any]) -> str:
+    """Canonical ABI type of an ABI input (tuples expanded), as used in event and error signatures."""
     t = param["type"]
     if t.startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in param["components"])
+        inner = ",".join(abi_type(c) for c in param["components"])
         return f"({inner}){t[5:]}"
     return t
 

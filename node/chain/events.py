@@ -20,6 +20,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
 
+from node.chain.artifacts import abi_type
 from node.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class EventDecoder:
         for abi in abis:
             for item in abi:
                 if item.get("type") == "event" and not item.get("anonymous"):
-                    sig = f"{item['name']}({','.join(_t(i) for i in item['inputs'])})"
+                    sig = f"{item['name']}({','.join(abi_type(i) for i in item['inputs'])})"
                     self._events[keccak(sig.encode())] = item
 
     def topic(self, name: str) -> str:
@@ -71,7 +72,7 @@ class EventDecoder:
         plain = [i for i in item["inputs"] if not i.get("indexed")]
         args: dict[str, Any] = {}
         for inp, topic in zip(indexed, topics[1:], strict=False):
-            t = _t(inp)
+            t = abi_type(inp)
             if t in ("string", "bytes") or t.endswith("]") or t.startswith("("):
                 args[inp["name"]] = topic  # hashed
             else:
@@ -79,7 +80,7 @@ class EventDecoder:
         data = raw["data"]
         data_b = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
         if plain:
-            values = abi_decode([_t(i) for i in plain], data_b)
+            values = abi_decode([abi_type(i) for i in plain], data_b)
             for inp, v in zip(plain, values, strict=True):
                 args[inp["name"]] = v
         for k, v in list(args.items()):
@@ -94,13 +95,6 @@ class EventDecoder:
             tx_hash=_hex(raw["transactionHash"]),
             log_index=int(raw["logIndex"]),
         )
-
-
-def _t(param: dict[str, Any]) -> str:
-    t = str(param["type"])
-    if t.startswith("tuple"):
-        return "(" + ",".join(_t(c) for c in param["components"]) + ")" + t[5:]
-    return t
 
 
 def _hex(v: Any) -> str:

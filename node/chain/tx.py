@@ -28,6 +28,7 @@ from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
+from node.chain.artifacts import abi_type
 from node.errors import ChainError, RecoverableError, UnrecoverableError
 from node.storage.db import Database
 
@@ -73,7 +74,7 @@ class ErrorDecoder:
         for abi in abis:
             for item in abi:
                 if item.get("type") == "error":
-                    types = [_canonical_type(i) for i in item["inputs"]]
+                    types = [abi_type(i) for i in item["inputs"]]
                     sig = f"{item['name']}({','.join(types)})"
                     self._errors[keccak(sig.encode())[:4]] = (item["name"], types)
 
@@ -103,13 +104,6 @@ class ErrorDecoder:
         except Exception:
             return f"{name}(<undecodable>)"
         return f"{name}({', '.join(_fmt(a) for a in args)})"
-
-
-def _canonical_type(param: dict[str, Any]) -> str:
-    t = str(param["type"])
-    if t.startswith("tuple"):
-        return "(" + ",".join(_canonical_type(c) for c in param["components"]) + ")" + t[5:]
-    return t
 
 
 def _fmt(v: Any) -> str:
