@@ -469,8 +469,7 @@ class LeaseEngine:
 
     async def _settle_loop(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settle_interval)
+            await self._pause(self.settle_interval)
             if not self._settle_queue:
                 continue
             try:  # the contract caps usage by block time: send only checkpoints the chain's clock has reached
@@ -768,8 +767,7 @@ class LeaseEngine:
                     except Exception as exc:
                         log.error("lease tick failed", extra={"lease_id": rec.state.lease_id,
                                                               "error": repr(exc)[:300]})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.tick_interval)
+            await self._pause(self.tick_interval)
 
     # ------------------------------------------------------------------------------------------ views
     def _get(self, lease_id: int, role: L.Role) -> LeaseRecord:
