@@ -113,6 +113,15 @@ class _GuardedPubsub(Pubsub):
         except Exception as exc:
             self._owner._malformed(msg_forwarder, "malformed_message", exc, weight=1)
 
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        """py-libp2p 0.8.1 ``del``s the peer after awaiting the stream reset; if the peer's disconnect removed it
+        meanwhile (as when we blacklist and disconnect a peer), the KeyError stops the whole pubsub service."""
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            await _reset(stream)
+            self.peers.pop(peer_id, None)
+        self._forget_all_subscriptions(peer_id)
+
     async def stream_handler(self, stream) -> None:
         try:
             await super().stream_handler(stream)
