@@ -31,9 +31,14 @@ def _box(own_key: nacl.signing.SigningKey, peer_node_key: bytes) -> nacl.public.
         raise BoxError("node key cannot be used for a box") from exc
 
 
-def seal(plaintext: bytes, sender_key: nacl.signing.SigningKey, recipient_node_key: bytes) -> bytes:
-    """Encrypt and authenticate ``plaintext`` from ``sender_key`` to the 32-byte ed25519 ``recipient_node_key``."""
-    return bytes(_box(sender_key, recipient_node_key).encrypt(bytes(plaintext)))
+def seal(
+    plaintext: bytes, sender_key: nacl.signing.SigningKey, recipient_node_key: bytes, nonce: bytes | None = None
+) -> bytes:
+    """Encrypt and authenticate ``plaintext`` from ``sender_key`` to the 32-byte ed25519 ``recipient_node_key``.
+
+    ``nonce`` (24 bytes) is random when omitted; pass one only for reproducible test vectors.
+    """
+    return bytes(_box(sender_key, recipient_node_key).encrypt(bytes(plaintext), nonce))
 
 
 def open_sealed(sealed: bytes, recipient_key: nacl.signing.SigningKey, sender_node_key: bytes) -> bytes:

@@ -261,12 +261,19 @@ def _msg_type(value: int) -> MsgType:
 
 
 def seal_job_spec(
-    lease_id: int, spec: bytes, sender_key: nacl.signing.SigningKey, recipient_node_key: bytes
+    lease_id: int,
+    spec: bytes,
+    sender_key: nacl.signing.SigningKey,
+    recipient_node_key: bytes,
+    *,
+    nonce: bytes | None = None,
 ) -> JobSpecMessage:
-    """Seal ``spec`` (consumer -> provider) with the lease id bound inside the box. Uses a random nonce."""
+    """Seal ``spec`` (consumer -> provider) with the lease id bound inside the box. Uses a random nonce unless
+    ``nonce`` is given (test vectors only)."""
     if len(spec) > MAX_JOB_SPEC_BYTES:
         raise LeaseMessageError("job spec too large")
-    return JobSpecMessage(lease_id, box.seal(lease_id.to_bytes(32, "big") + spec, sender_key, recipient_node_key))
+    plain = lease_id.to_bytes(32, "big") + spec
+    return JobSpecMessage(lease_id, box.seal(plain, sender_key, recipient_node_key, nonce))
 
 
 def open_job_spec(msg: JobSpecMessage, recipient_key: nacl.signing.SigningKey, sender_node_key: bytes) -> bytes:
