@@ -1,7 +1,7 @@
 """Start and stop a local ``anvil`` devnet (used by tests, the demo and ``gpunet devnet``).
 
 The binary comes from the npm package ``@foundry-rs/anvil-linux-amd64`` installed by ``scripts/setup``.
-The well-known anvil development keys below are for local devnets only and are public knowledge.
+Its well-known development keys (``devnet_key``) are defined in ``node.crypto.devnet``.
 """
 
 from __future__ import annotations
@@ -16,21 +16,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.crypto.devnet import devnet_key
 from node.errors import ConfigError
+
+__all__ = ["REPO_ROOT", "Anvil", "devnet_key", "find_tool", "free_port"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# anvil's default development mnemonic: public knowledge, funded only on local devnets. Never use on a real chain.
-DEVNET_MNEMONIC = "test test test test test test test test test test test junk"
-
-
-def devnet_key(index: int) -> bytes:
-    """Private key of anvil's development account ``index`` (derived from the public devnet mnemonic)."""
-    from eth_account import Account
-
-    Account.enable_unaudited_hdwallet_features()
-    acct = Account.from_mnemonic(DEVNET_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
-    return bytes(acct.key)
 
 def find_tool(name: str) -> str:
     """Locate a Foundry binary: the project's node_modules first, then PATH."""

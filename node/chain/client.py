@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
 
@@ -101,9 +101,6 @@ class ChainClient:
         except (TimeoutError, OSError) as exc:
             raise ChainError(f"{fn}: RPC failure: {exc}") from exc
 
-    async def token_balance(self, address: str) -> int:
-        return int(await self.call(self.c.token, "balanceOf", to_checksum_address(address)))
-
     # --- writes ----------------------------------------------------------------------------------------------
     def encode(self, contract: AsyncContract, fn: str, *args: Any) -> bytes:
         return bytes.fromhex(contract.encode_abi(fn, args=list(args)).removeprefix("0x"))
@@ -115,13 +112,3 @@ class ChainClient:
         data = self.encode(contract, fn, *args)
         return await self.sender.send(key, fn, contract.address, data, race_errors=race_errors, gas=gas)
 
-
-def unique_key(*parts: object) -> str:
-    """A deterministic idempotency key for a transaction intent."""
-    return ":".join(str(p) for p in parts)
-
-
-def random_key(prefix: str) -> str:
-    import os
-
-    return f"{prefix}:{keccak(os.urandom(16)).hex()[:16]}"

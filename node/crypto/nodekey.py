@@ -16,10 +16,6 @@ def signing_key(key_pair: KeyPair) -> nacl.signing.SigningKey:
     return impl
 
 
-def public_key_bytes(key_pair: KeyPair) -> bytes:
-    return bytes(signing_key(key_pair).verify_key)
-
-
 def peer_id_of_node_key(node_key: bytes) -> str:
     """The base58 libp2p peer id of a 32-byte ed25519 public key (as registered in ProviderStaking)."""
     if len(node_key) != 32:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from eth_account import Account
 
+from node.crypto.devnet import devnet_key
 from node.errors import ConfigError
 
 
@@ -63,8 +64,6 @@ def resolve_wallet(keystore: Path | None, password_file: Path | None, dev_accoun
     if keystore is not None:
         return load_keystore(keystore, read_password(password_file))
     if dev_account is not None:
-        from node.chain.anvil import devnet_key
-
         if not (0 <= dev_account < 1000):
             raise ConfigError("dev_account must be an index in 0..999")
         return devnet_key(dev_account)

@@ -206,9 +206,6 @@ class P2PNode:
     async def peers(self) -> list[PeerInfo]:
         return await self._runtime.call(self._host.peers)
 
-    async def topic_peers(self) -> int:
-        return await self._runtime.call(self._host.topic_peers)
-
     async def sync_from(self, peer: str, deadline_s: float | None = None) -> int:
         """Pull the live offers of ``peer`` (peer id or /p2p/ multiaddr); return how many were accepted."""
         return await self._runtime.call(self._host.sync_from, peer, deadline_s)

@@ -335,9 +335,6 @@ class P2PHost:
         except Exception:
             logger.debug("disconnect failed", exc_info=True)
 
-    def banned_peers(self) -> tuple[str, ...]:
-        return tuple(self._banned)
-
     async def _maintain(self) -> None:
         decay = self.config.gossip.reject_penalty_decay
         while True:
@@ -401,11 +398,6 @@ class P2PHost:
                 addrs = ()
             out.append(PeerInfo(pid.to_base58(), addrs, pid in mesh))
         return out
-
-    def topic_peers(self) -> int:
-        """How many peers we know to be subscribed to our topic."""
-        self._require_running()
-        return len(self._pubsub.peer_topics.get(self.config.topic, ()))
 
     def mesh_size(self) -> int:
         self._require_running()

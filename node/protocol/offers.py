@@ -125,8 +125,6 @@ UINT32_MAX: Final = 2**32 - 1
 UINT64_MAX: Final = 2**64 - 1
 UINT256_MAX: Final = 2**256 - 1
 
-ZERO32: Final = b"\x00" * 32
-
 # ---------------------------------------------------------------------------------------------------------------
 # GPU model names
 
@@ -230,9 +228,6 @@ class OfferSpec:
         if len({k for k, _ in items}) != len(items):
             raise OfferError("duplicate benchmark name")
         object.__setattr__(self, "benchmarks", tuple(items))
-
-    def benchmark_dict(self) -> dict[str, int]:
-        return dict(self.benchmarks)
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -605,23 +600,6 @@ class OfferWithdrawal:
             "nonceBelow": self.nonce_below,
             "timestamp": self.timestamp,
         }
-
-
-def withdrawal_typed_data(domain: Domain, w: OfferWithdrawal) -> dict[str, Any]:
-    """Full EIP-712 typed data for a withdrawal (wallet / eth-account path)."""
-    return {
-        "types": {
-            "EIP712Domain": eip712.EIP712_DOMAIN_FIELDS,
-            "OfferWithdrawal": [
-                {"name": "provider", "type": "address"},
-                {"name": "nonceBelow", "type": "uint256"},
-                {"name": "timestamp", "type": "uint64"},
-            ],
-        },
-        "primaryType": "OfferWithdrawal",
-        "domain": domain.as_typed_data_domain(),
-        "message": w.to_message(),
-    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,31 +1,21 @@
-"""Usage metering on the provider: what the GPUs are doing, and how many GPU-seconds each lease has used.
+"""Usage sampling on the provider: what the GPUs are doing.
 
-Two separate concerns:
-
-* **Sampling** (I/O): a :class:`UsageSampler` reads utilisation, memory and power per device.
-  :class:`NvmlSampler` asks NVML; :class:`SimulatedSampler` makes up seeded, reproducible numbers for
-  simulated devices. Samples are informative (heartbeats, dashboard); they do not decide what is billed.
-* **Accounting** (pure): billed usage is wall-clock GPU time, ``gpu_count x elapsed`` while the lease's job runs,
-  which is exactly what the consumer can bound on its side (``cumulative <= gpus x elapsed``). :class:`LeaseUsage`
-  is an immutable record with pure transitions; :class:`Meter` is a small registry of them. Time is passed in
-  as integer milliseconds from a monotonic clock; nothing here reads a clock.
-
-Accounting invariants: cumulative usage never decreases; a clock that goes backwards accrues nothing and does
-not move the reference point back; nothing accrues while the job is stopped or after the lease is closed.
+A :class:`UsageSampler` reads utilisation, memory and power per device. :class:`NvmlSampler` asks NVML;
+:class:`SimulatedSampler` makes up seeded, reproducible numbers for simulated devices. Samples are informative
+(heartbeats, dashboard); they do not decide what is billed: billed usage is wall-clock GPU time, accounted by the
+provider's side of the lease protocol.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol, TypeVar
 
 from node.provider.gpus import GpuDevice
-from node.types import LeaseId
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -132,111 +122,3 @@ class SimulatedSampler:
                 )
             )
         return samples
-
-
-# --- accounting (pure) -------------------------------------------------------------------------------------
-
-
-class MeterError(ValueError):
-    """A metering call that makes no sense for the lease's state (unknown lease, restart after close)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseUsage:
-    """Accumulated usage of one lease.
-
-    ``last_ms`` is the time up to which usage has been accounted; ``running`` says whether the lease's job is
-    running (and so accruing); ``closed`` is final.
-    """
-
-    lease_id: LeaseId
-    gpu_count: int
-    gpu_ms: int = 0
-    last_ms: int = 0
-    running: bool = False
-    closed: bool = False
-
-    @property
-    def gpu_seconds(self) -> int:
-        """Whole GPU-seconds used (floor): the figure a usage checkpoint carries."""
-        return self.gpu_ms // 1000
-
-
-def new_usage(lease_id: LeaseId, gpu_count: int, now_ms: int) -> LeaseUsage:
-    if gpu_count < 0:
-        raise MeterError(f"lease {lease_id}: gpu_count must be >= 0, got {gpu_count}")
-    return LeaseUsage(lease_id=lease_id, gpu_count=gpu_count, last_ms=now_ms)
-
-
-def accrue(usage: LeaseUsage, now_ms: int) -> LeaseUsage:
-    """Account usage up to ``now_ms``: ``gpu_count x elapsed`` if running. Time going backwards is ignored."""
-    if now_ms <= usage.last_ms or usage.closed:
-        return usage
-    added = usage.gpu_count * (now_ms - usage.last_ms) if usage.running else 0
-    return dataclasses.replace(usage, gpu_ms=usage.gpu_ms + added, last_ms=now_ms)
-
-
-def job_started(usage: LeaseUsage, now_ms: int) -> LeaseUsage:
-    if usage.closed:
-        raise MeterError(f"lease {usage.lease_id}: closed, cannot start a job")
-    return dataclasses.replace(accrue(usage, now_ms), running=True)
-
-
-def job_ended(usage: LeaseUsage, now_ms: int) -> LeaseUsage:
-    return dataclasses.replace(accrue(usage, now_ms), running=False)
-
-
-def lease_closed(usage: LeaseUsage, now_ms: int) -> LeaseUsage:
-    return dataclasses.replace(job_ended(usage, now_ms), closed=True)
-
-
-class Meter:
-    """Usage of every lease this node serves. Not thread-safe: drive it from the asyncio core.
-
-    Typical use: ``start_job`` when the executor starts the job, ``on_tick`` every heartbeat, ``end_job`` when
-    the job's outcome arrives, ``close`` when the lease closes; read ``gpu_seconds`` for a checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self._leases: dict[LeaseId, LeaseUsage] = {}
-
-    def start_job(self, lease_id: LeaseId, gpu_count: int, now_ms: int) -> LeaseUsage:
-        """Begin accruing for the lease (registering it on first use)."""
-        usage = self._leases.get(lease_id) or new_usage(lease_id, gpu_count, now_ms)
-        if usage.gpu_count != gpu_count:
-            raise MeterError(f"lease {lease_id}: has {usage.gpu_count} GPUs, not {gpu_count}")
-        return self._put(job_started(usage, now_ms))
-
-    def on_tick(self, now_ms: int) -> None:
-        """Account every lease up to ``now_ms``."""
-        for lease_id, usage in self._leases.items():
-            self._leases[lease_id] = accrue(usage, now_ms)
-
-    def end_job(self, lease_id: LeaseId, now_ms: int) -> LeaseUsage:
-        return self._put(job_ended(self.usage(lease_id), now_ms))
-
-    def close(self, lease_id: LeaseId, now_ms: int) -> LeaseUsage:
-        return self._put(lease_closed(self.usage(lease_id), now_ms))
-
-    def forget(self, lease_id: LeaseId) -> None:
-        """Drop a lease once its final usage has been settled and stored."""
-        self._leases.pop(lease_id, None)
-
-    def usage(self, lease_id: LeaseId) -> LeaseUsage:
-        try:
-            return self._leases[lease_id]
-        except KeyError:
-            raise MeterError(f"lease {lease_id}: not metered") from None
-
-    def gpu_ms(self, lease_id: LeaseId) -> int:
-        return self.usage(lease_id).gpu_ms
-
-    def gpu_seconds(self, lease_id: LeaseId) -> int:
-        return self.usage(lease_id).gpu_seconds
-
-    def leases(self) -> Iterable[LeaseUsage]:
-        return tuple(self._leases.values())
-
-    def _put(self, usage: LeaseUsage) -> LeaseUsage:
-        self._leases[usage.lease_id] = usage
-        return usage

@@ -1,4 +1,4 @@
-"""Metering: pure GPU-time accounting, seeded simulated samples, and the NVML sampler over a fake NVML."""
+"""Usage sampling: seeded simulated samples, and the NVML sampler over a fake NVML."""
 
 from __future__ import annotations
 
@@ -8,119 +8,7 @@ import pynvml
 import pytest
 
 from node.provider.gpus import GpuDevice, declared_gpus
-from node.provider.metering import (
-    LeaseUsage,
-    Meter,
-    MeterError,
-    NvmlSampler,
-    SimulatedSampler,
-    accrue,
-    job_ended,
-    job_started,
-    lease_closed,
-    new_usage,
-)
-from node.types import LeaseId
-
-L1, L2 = LeaseId(1), LeaseId(2)
-
-
-def make_usage(gpu_count: int = 2, now_ms: int = 1_000) -> LeaseUsage:
-    return new_usage(L1, gpu_count, now_ms)
-
-
-# --- pure transitions ---------------------------------------------------------------------------------------
-
-
-def test_accrues_gpu_count_times_elapsed_while_running() -> None:
-    usage = job_started(make_usage(gpu_count=2, now_ms=1_000), 1_000)
-    usage = accrue(usage, 1_750)
-    assert usage.gpu_ms == 1_500
-    usage = accrue(usage, 3_000)
-    assert (usage.gpu_ms, usage.gpu_seconds) == (4_000, 4)
-
-
-def test_gpu_seconds_floor() -> None:
-    usage = accrue(job_started(make_usage(gpu_count=3), 1_000), 1_333)
-    assert (usage.gpu_ms, usage.gpu_seconds) == (999, 0)
-    assert accrue(usage, 1_334).gpu_seconds == 1
-
-
-def test_nothing_accrues_before_start_or_after_end() -> None:
-    usage = accrue(make_usage(now_ms=0), 5_000)
-    assert usage.gpu_ms == 0
-    usage = job_started(usage, 6_000)  # idle time before start is not billed
-    usage = job_ended(usage, 7_000)
-    assert usage.gpu_ms == 2_000
-    assert accrue(usage, 60_000).gpu_ms == 2_000
-
-
-def test_restart_within_a_lease_bills_only_running_time() -> None:
-    usage = job_started(make_usage(gpu_count=1, now_ms=0), 0)
-    usage = job_ended(usage, 1_000)
-    usage = job_started(usage, 5_000)
-    usage = accrue(usage, 5_500)
-    assert usage.gpu_ms == 1_500
-
-
-def test_clock_going_backwards_accrues_nothing_and_keeps_reference() -> None:
-    usage = accrue(job_started(make_usage(gpu_count=1, now_ms=0), 0), 2_000)
-    back = accrue(usage, 1_000)
-    assert back == usage
-    assert accrue(back, 2_500).gpu_ms == 2_500  # not 1_500 + 1_500
-
-
-def test_close_is_final() -> None:
-    usage = lease_closed(job_started(make_usage(gpu_count=4, now_ms=0), 0), 1_000)
-    assert (usage.gpu_ms, usage.running, usage.closed) == (4_000, False, True)
-    assert accrue(usage, 9_000) == usage
-    with pytest.raises(MeterError):
-        job_started(usage, 9_000)
-
-
-def test_zero_gpu_lease_accrues_nothing_and_negative_is_refused() -> None:
-    assert accrue(job_started(make_usage(gpu_count=0, now_ms=0), 0), 10_000).gpu_ms == 0
-    with pytest.raises(MeterError):
-        new_usage(L1, -1, 0)
-
-
-# --- Meter registry -----------------------------------------------------------------------------------------
-
-
-def test_meter_tracks_several_leases() -> None:
-    meter = Meter()
-    meter.start_job(L1, gpu_count=2, now_ms=0)
-    meter.on_tick(500)
-    meter.start_job(L2, gpu_count=1, now_ms=500)
-    meter.on_tick(1_500)
-    assert (meter.gpu_ms(L1), meter.gpu_ms(L2)) == (3_000, 1_000)
-    meter.end_job(L1, 2_000)
-    meter.on_tick(4_000)
-    assert (meter.gpu_ms(L1), meter.gpu_ms(L2)) == (4_000, 3_500)
-    assert (meter.gpu_seconds(L1), meter.gpu_seconds(L2)) == (4, 3)
-    final = meter.close(L2, 4_999)
-    meter.on_tick(100_000)
-    assert final.gpu_ms == meter.gpu_ms(L2) == 4_499
-    assert {u.lease_id for u in meter.leases()} == {L1, L2}
-    meter.forget(L1)
-    with pytest.raises(MeterError):
-        meter.gpu_seconds(L1)
-
-
-def test_meter_refuses_a_different_gpu_count_for_the_same_lease() -> None:
-    meter = Meter()
-    meter.start_job(L1, gpu_count=2, now_ms=0)
-    meter.end_job(L1, 10)
-    with pytest.raises(MeterError):
-        meter.start_job(L1, gpu_count=3, now_ms=20)
-
-
-def test_meter_unknown_lease() -> None:
-    with pytest.raises(MeterError):
-        Meter().end_job(L1, 0)
-
-
-# --- samplers -----------------------------------------------------------------------------------------------
+from node.provider.metering import NvmlSampler, SimulatedSampler
 
 
 def test_simulated_sampler_is_seeded_and_reports_busy_devices_busy() -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import struct
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from coincurve import PrivateKey
@@ -381,9 +382,26 @@ def test_offer_hash_and_signature_match_eth_account_typed_data() -> None:
     assert wallet_sig == so.signature  # both RFC 6979, low-s
 
 
+def withdrawal_typed_data(w: OfferWithdrawal) -> dict[str, Any]:
+    """The EIP-712 typed data of a withdrawal, written out independently of the module's hashing."""
+    return {
+        "types": {
+            "EIP712Domain": eip712.EIP712_DOMAIN_FIELDS,
+            "OfferWithdrawal": [
+                {"name": "provider", "type": "address"},
+                {"name": "nonceBelow", "type": "uint256"},
+                {"name": "timestamp", "type": "uint64"},
+            ],
+        },
+        "primaryType": "OfferWithdrawal",
+        "domain": DOMAIN.as_typed_data_domain(),
+        "message": w.to_message(),
+    }
+
+
 def test_withdrawal_hash_matches_eth_account_and_round_trips() -> None:
     w = OfferWithdrawal(PROVIDER, 9, NOW)
-    typed = O.withdrawal_typed_data(DOMAIN, w)
+    typed = withdrawal_typed_data(w)
     signable = encode_typed_data(full_message=typed)
     assert signable.body == w.struct_hash()
     assert (
