@@ -18,8 +18,8 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -66,6 +66,7 @@ from node.provider.executor import ExecJob, Executor, JobHandle, JobOutcome
 from node.provider.gpus import GpuDevice
 from node.provider.metering import UsageSampler
 from node.storage.db import Database
+from node.storage.lease_store import LeaseStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,22 @@ class LeaseRecord:
     @property
     def key(self) -> tuple[int, str]:
         return (self.state.lease_id, self.state.role.value)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedLease:
+    """What of a ``LeaseRecord`` survives a restart (stored by ``LeaseStore`` as JSON)."""
+
+    state: L.LeaseState
+    meter: ProviderMeter | None
+    peer: str | None
+    devices: tuple[int, ...]
+    outq: tuple[bytes, ...]
+    result_sent: bool
+    final_sent: bool
+
+
+EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in typing.get_args(L.Event)}
 
 
 def _now_ms() -> int:
@@ -142,6 +159,7 @@ class LeaseEngine:
         on_capacity_change: Callable[[bytes], None] = lambda offer_hash: None,
     ) -> None:
         self.db = db
+        self.store: LeaseStore[PersistedLease] = LeaseStore(db, PersistedLease, EVENT_TYPES)
         self.chain = chain
         self.escrow = Escrow(chain)
         self.token = Token(chain)
@@ -178,10 +196,10 @@ class LeaseEngine:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        for row in self.db.query("SELECT state FROM leases"):
-            state, meter, peer, devices, outq, (result_sent, final_sent) = pickle.loads(row["state"])
-            rec = LeaseRecord(state=state, meter=meter, peer=peer, devices=tuple(devices), outq=list(outq),
-                              result_sent=result_sent, final_sent=final_sent)
+        for p in self.store.load():
+            state = p.state
+            rec = LeaseRecord(state=state, meter=p.meter, peer=p.peer, devices=p.devices, outq=list(p.outq),
+                              result_sent=p.result_sent, final_sent=p.final_sent)
             self.leases[rec.key] = rec
             if state.role is L.Role.PROVIDER and state.status < L.LeaseStatus.FINALIZED:
                 self._busy_devices.update(rec.devices)
@@ -197,10 +215,10 @@ class LeaseEngine:
         if registered is not None:  # on a running host: wait until libp2p serves the protocol
             await registered
         # carry out events a crash left in the outbox
-        for row in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 ORDER BY id"):
-            rec = self.leases.get((row["lease_id"], row["role"]))
+        for pending in self.store.pending():
+            rec = self.leases.get((pending.lease_id, pending.role))
             if rec is not None:
-                await self._execute(rec, pickle.loads(row["event"]), row["id"])
+                await self._execute(rec, pending.event, pending.outbox_id)
         self._spawn(self._tick_loop())
         self._spawn(self._settle_loop())
 
@@ -230,26 +248,10 @@ class LeaseEngine:
 
     # ------------------------------------------------------------------------------------------ dispatcher
     def _persist(self, rec: LeaseRecord, change: object | None, events: list[Any]) -> list[int]:
-        blob = pickle.dumps((rec.state, rec.meter, rec.peer, list(rec.devices), list(rec.outq),
-                             (rec.result_sent, rec.final_sent)))
         lid, role = rec.key
-        ids: list[int] = []
-        now = time.time()
-        with self.db.tx() as c:
-            c.execute(
-                "INSERT INTO leases(lease_id, role, state, status, updated_at) VALUES(?,?,?,?,?) "
-                "ON CONFLICT(lease_id, role) DO UPDATE SET state=excluded.state, status=excluded.status, "
-                "updated_at=excluded.updated_at",
-                (lid, role, blob, rec.state.status.name, now),
-            )
-            if change is not None:
-                c.execute("INSERT INTO lease_log(lease_id, role, change, events, at) VALUES(?,?,?,?,?)",
-                          (lid, role, type(change).__name__, ",".join(type(e).__name__ for e in events), now))
-            for ev in events:
-                cur = c.execute("INSERT INTO lease_outbox(lease_id, role, event) VALUES(?,?,?)",
-                                (lid, role, pickle.dumps(ev)))
-                ids.append(int(cur.lastrowid or 0))
-        return ids
+        persisted = PersistedLease(rec.state, rec.meter, rec.peer, tuple(rec.devices), tuple(rec.outq),
+                                   rec.result_sent, rec.final_sent)
+        return self.store.save(lid, role, rec.state.status.name, persisted, change, events)
 
     async def _apply(self, rec: LeaseRecord, change: Any) -> None:
         async with self._lock:
@@ -263,24 +265,19 @@ class LeaseEngine:
             await self._execute(rec, ev, oid)
 
     def _done(self, outbox_id: int, error: str | None = None) -> None:
-        with self.db.tx() as c:
-            c.execute("UPDATE lease_outbox SET done = 1, error = ? WHERE id = ?", (error, outbox_id))
+        self.store.done(outbox_id, error)
 
     async def _execute(self, rec: LeaseRecord, ev: Any, outbox_id: int) -> None:
         lid = rec.state.lease_id
         if isinstance(ev, L.StoreHeartbeat):
-            with self.db.tx() as c:
-                c.execute("INSERT OR IGNORE INTO heartbeats(lease_id, seq, body, received_at) VALUES(?,?,?,?)",
-                          (ev.lease_id, ev.seq, ev.signed, time.time()))
+            self.store.store_heartbeat(ev.lease_id, ev.seq, ev.signed)
             self._done(outbox_id)
         elif isinstance(ev, L.StoreCheckpoint):
             self._store_checkpoint(ev.lease_id, ev.signed_cp, "accepted" if ev.accepted else "rejected",
                                    (ev.reason.value if ev.reason else "") + (f": {ev.detail}" if ev.detail else ""))
             self._done(outbox_id)
         elif isinstance(ev, L.StoreJobResult):
-            with self.db.tx() as c:
-                c.execute("INSERT OR REPLACE INTO job_results(lease_id, exit_code, log_tail, simulated, at) "
-                          "VALUES(?,?,?,?,?)", (ev.lease_id, ev.exit_code, ev.log_tail, int(ev.simulated), time.time()))
+            self.store.store_job_result(ev.lease_id, ev.exit_code, ev.log_tail, ev.simulated)
             self._done(outbox_id)
         elif isinstance(ev, L.ContractSendSettle):
             self._settle_queue[ev.lease_id] = ev
@@ -303,12 +300,7 @@ class LeaseEngine:
             self._done(outbox_id)
 
     def _store_checkpoint(self, lease_id: int, scp: Any, status: str, reason: str) -> None:
-        cp = scp.checkpoint
-        body = pickle.dumps(scp)
-        with self.db.tx() as c:
-            c.execute("INSERT INTO checkpoints(lease_id, seq, cumulative, body, status, reason, received_at) "
-                      "VALUES(?,?,?,?,?,?,?)", (lease_id, cp.seq, cp.cumulative_gpu_seconds, body, status, reason,
-                                                time.time()))
+        self.store.store_checkpoint(lease_id, scp, status, reason)
 
     async def _finalize(self, outbox_id: int, rec: LeaseRecord) -> None:
         """Finalize once the settlement window has passed on-chain (block time may lag the local clock)."""
@@ -360,9 +352,7 @@ class LeaseEngine:
             raise ValueError("provider has no registered node key")
         spec = job_spec_bytes(job) if job is not None else None
         key = f"open:{bytes(offer_id).hex()[:16]}:{os.urandom(6).hex()}"
-        with self.db.tx() as c:
-            c.execute("INSERT INTO opens(key, offer_id, gpus, deposit, job_spec, created_at) VALUES(?,?,?,?,?,?)",
-                      (key, bytes(offer_id), gpus, str(deposit), spec, time.time()))
+        self.store.record_open(key, bytes(offer_id), gpus, deposit, spec)
         escrow_addr = self.domain.verifying_contract
         if await self.token.supports_permit():  # one transaction, and no standing allowance left behind
             deadline = int(time.time()) + 600
@@ -391,27 +381,26 @@ class LeaseEngine:
         if existing is not None:
             return existing
         if key is None:  # found in the logs after a restart: match it to the open we recorded
-            rows = self.db.query("SELECT key FROM opens WHERE lease_id IS NULL AND offer_id = ? AND gpus = ? "
-                                 "ORDER BY created_at", (bytes(a["offerHash"]), int(a["gpus"])))
-            if not rows:
+            key = self.store.unbound_open(bytes(a["offerHash"]), int(a["gpus"]))
+            if key is None:
                 raise LeaseNotFound(f"lease {lid} opened by us but no matching open request is stored")
-            key = rows[0]["key"]
-        row = self.db.query("SELECT * FROM opens WHERE key = ?", (key,))[0]
+        row = self.store.open_request(key)
+        if row is None:
+            raise LeaseNotFound(f"open request {key} is not stored")
         provider = a["provider"]
         node_key = self.node_key_lookup(provider) or await self.refresh_node_key(provider) or b"\x00" * 32
         lease_on_chain = await self.escrow.get_lease(lid)
         terms = L.OfferTerms(offer_hash=bytes(a["offerHash"]), provider=provider, provider_node_key=node_key,
                              price_per_gpu_second=int(a["pricePerGpuSecond"]),
                              max_duration=lease_on_chain.max_ends_at - lease_on_chain.started_at)
-        spec = row["job_spec"]
+        spec = row.job_spec
         state, _ = L.transition(None, L.ActionOpenLease(
-            terms=terms, consumer=self.address, gpus=int(row["gpus"]), deposit=int(row["deposit"]),
+            terms=terms, consumer=self.address, gpus=row.gpus, deposit=row.deposit,
             domain=self.domain, job_spec_hash=keccak(spec) if spec else None, config=self.lease_config))
         rec = LeaseRecord(state=state, peer=peer_id_of_node_key(node_key))
         rec.state = replace(rec.state, lease_id=lid)
         self.leases[rec.key] = rec
-        with self.db.tx() as c:
-            c.execute("UPDATE opens SET lease_id = ? WHERE key = ?", (lid, key))
+        self.store.bind_open(key, lid)
         await self._apply(rec, L.ContractReceiveLeaseOpened(
             lease_id=lid, offer_hash=bytes(a["offerHash"]), provider=provider, consumer=a["consumer"],
             gpus=int(a["gpus"]), price_per_gpu_second=int(a["pricePerGpuSecond"]), deposit=int(a["deposit"]),
@@ -420,8 +409,7 @@ class LeaseEngine:
 
     async def _send_job_spec(self, outbox_id: int, rec: LeaseRecord) -> None:
         lid = rec.state.lease_id
-        rows = self.db.query("SELECT job_spec FROM opens WHERE lease_id = ?", (lid,))
-        spec = rows[0]["job_spec"] if rows else None
+        spec = self.store.job_spec(lid)
         if not spec:
             self._done(outbox_id, "job spec not found")
             return
@@ -792,10 +780,9 @@ class LeaseEngine:
             out.update({"metered_gpu_seconds": rec.meter.gpu_seconds, "heartbeats_sent": rec.meter.hb_seq,
                         "checkpoints_sent": rec.meter.cp_seq, "devices": list(rec.devices),
                         "job_running": bool(rec.job and rec.job.running)})
-        res = self.db.query("SELECT exit_code, log_tail, simulated FROM job_results WHERE lease_id = ?", (s.lease_id,))
-        if res:
-            out["job_result"] = {"exit_code": res[0]["exit_code"], "log_tail": res[0]["log_tail"],
-                                 "simulated": bool(res[0]["simulated"])}
+        res = self.store.job_result(s.lease_id)
+        if res is not None:
+            out["job_result"] = {"exit_code": res.exit_code, "log_tail": res.log_tail, "simulated": res.simulated}
         elif rec.job_outcome is not None:
             o = rec.job_outcome
             out["job_result"] = {"exit_code": o.exit_code, "log_tail": o.log_tail.decode(errors="replace")[-4000:],
@@ -810,10 +797,7 @@ class LeaseEngine:
         if not recs:
             return None
         out = self.view(recs[0])
-        out["checkpoints"] = [
-            {"seq": r["seq"], "gpu_seconds": r["cumulative"], "status": r["status"], "reason": r["reason"]}
-            for r in self.db.query("SELECT seq, cumulative, status, reason FROM checkpoints WHERE lease_id = ? "
-                                   "ORDER BY rowid", (lease_id,))
-        ]
+        out["checkpoints"] = [{"seq": r.seq, "gpu_seconds": r.gpu_seconds, "status": r.status, "reason": r.reason}
+                              for r in self.store.checkpoints(lease_id)]
         out["notices"] = [n for n in self.notices if n["lease_id"] == lease_id][-50:]
         return out

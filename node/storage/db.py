@@ -2,7 +2,7 @@
 
 Every write that precedes a side effect commits before the side effect runs (``Database.tx()`` is one SQLite
 transaction), so a crash at any line leaves either the old state or the new state plus a record of what was about
-to happen, which the node reconciles on restart.
+to happen, which the node reconciles on restart. The schema is versioned (``node.storage.migrations``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from node.storage.migrations import migrate
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tx_intents (
@@ -41,7 +43,7 @@ CREATE INDEX IF NOT EXISTS tx_intents_status ON tx_intents(status);
 CREATE TABLE IF NOT EXISTS leases (
     lease_id INTEGER NOT NULL,
     role TEXT NOT NULL,                -- consumer | provider
-    state BLOB NOT NULL,               -- encoded LeaseState (node.protocol.lease)
+    state BLOB NOT NULL,               -- JSON of the persisted lease (node.storage.lease_store)
     status TEXT NOT NULL,
     updated_at REAL NOT NULL,
     PRIMARY KEY (lease_id, role)
@@ -69,7 +71,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     lease_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     cumulative INTEGER NOT NULL,
-    body BLOB NOT NULL,                -- encoded signed checkpoint
+    body BLOB NOT NULL,                -- JSON of the SignedCheckpoint
     status TEXT NOT NULL,              -- accepted | rejected | settled
     reason TEXT NOT NULL DEFAULT '',
     received_at REAL NOT NULL,
@@ -81,7 +83,7 @@ CREATE TABLE IF NOT EXISTS lease_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     lease_id INTEGER NOT NULL,
     role TEXT NOT NULL,
-    event BLOB NOT NULL,               -- an event of node.protocol.lease, to be carried out
+    event BLOB NOT NULL,               -- tagged JSON of a lease event, to be carried out
     done INTEGER NOT NULL DEFAULT 0,
     error TEXT
 );
@@ -125,7 +127,11 @@ class Database:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.executescript(SCHEMA)
+        try:
+            migrate(self.conn, str(path), SCHEMA)
+        except BaseException:
+            self.conn.close()
+            raise
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
