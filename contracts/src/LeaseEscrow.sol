@@ -25,6 +25,13 @@ contract LeaseEscrow is LeaseFaults {
     uint256 private constant _LEASE_COUNT_SHIFT = 128;
     uint256 private constant _FEE_BPS_SHIFT = 192;
     uint256 private constant _OFFER_COUNT_SHIFT = 208;
+    /// @dev Bit offsets of the other packed words `_storeLease` writes whole (see the structs in LeaseEscrowBase).
+    uint256 private constant _HEAD_OFFER_ID_SHIFT = 160;
+    uint256 private constant _HEAD_GPUS_SHIFT = 192;
+    uint256 private constant _HEAD_STARTED_AT_SHIFT = 224;
+    uint256 private constant _TERMS_PRICE_SHIFT = 160;
+    uint256 private constant _TERMS_MAX_DURATION_SHIFT = 224;
+    uint256 private constant _SLOT_GPUS_IN_USE_SHIFT = 32;
 
     /// @param token_ Payment token (ERC-20; `openLeaseWithPermit` needs ERC-2612).
     /// @param staking_ The provider staking contract (its escrow must be set to this contract).
@@ -373,8 +380,8 @@ contract LeaseEscrow is LeaseFaults {
             g = (g & ~(uint256(type(uint32).max) << _OFFER_COUNT_SHIFT)) | (offerId << _OFFER_COUNT_SHIFT);
             uint256 maxDuration = offer.maxDuration;
             if (maxDuration > type(uint32).max) maxDuration = type(uint32).max;
-            uint256 termsWord =
-                uint256(uint160(offer.provider)) | (offer.pricePerGpuSecond << 160) | (maxDuration << 224);
+            uint256 termsWord = uint256(uint160(offer.provider)) | (offer.pricePerGpuSecond << _TERMS_PRICE_SHIFT)
+                | (maxDuration << _TERMS_MAX_DURATION_SHIFT);
             OfferTerms storage terms = _offers[offerId];
             assembly ("memory-safe") {
                 sstore(terms.slot, termsWord)
@@ -387,9 +394,9 @@ contract LeaseEscrow is LeaseFaults {
         }
         g = (g & ~(uint256(type(uint64).max) << _LEASE_COUNT_SHIFT)) | (leaseId << _LEASE_COUNT_SHIFT);
         // gpusInUse + gpus <= gpuCount < 2^32 (checked in _checkOpen).
-        uint256 slotWord = offerId | ((uint256(slot.gpusInUse) + gpus) << 32);
-        uint256 headWord =
-            uint256(uint160(msg.sender)) | (offerId << 160) | (uint256(gpus) << 192) | (block.timestamp << 224);
+        uint256 slotWord = offerId | ((uint256(slot.gpusInUse) + gpus) << _SLOT_GPUS_IN_USE_SHIFT);
+        uint256 headWord = uint256(uint160(msg.sender)) | (offerId << _HEAD_OFFER_ID_SHIFT)
+            | (uint256(gpus) << _HEAD_GPUS_SHIFT) | (block.timestamp << _HEAD_STARTED_AT_SHIFT);
         // The lease keeps the current fee rate for its whole life. deposit < 2^96 (checked in _checkOpen).
         LeaseState state = LeaseStateLibrary.opened(uint96(deposit), uint16(g >> _FEE_BPS_SHIFT));
         LeaseData storage lease = _leases[leaseId];
