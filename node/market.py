@@ -1,8 +1,13 @@
 """The offer market of one node: validation context, offer book, its SQLite store, and offer publishing.
 
-``validate`` is what the libp2p thread calls for every gossiped or synced message (pure checks plus the cached
-stake view; never an RPC). Accepted messages come back on the asyncio side through ``on_message`` and update the
-book and the store. Providers publish through ``publish_offer`` / ``withdraw``.
+Threads: the asyncio side owns the book and the store; every mutation goes through this class on that side.
+``validate`` and ``live_offers`` are what the libp2p thread calls (for every gossiped or synced message, and for
+sync pages): they read only the book's published snapshot (``OfferBook.published``, replaced after each mutation
+batch) and the cached stake view, never the book itself, and never do an RPC. Accepted messages come back on the
+asyncio side through ``on_message`` and update the book and the store.
+
+Verdicts are counted once, by the p2p host that asks for them (``gpunet_gossip_messages_total``); an exception in
+the validator is turned into an IGNORE there, never a REJECT.
 """
 
 from __future__ import annotations
@@ -11,11 +16,17 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from node.crypto.eip712 import Domain
-from node.metrics import record_book_size, record_validation
-from node.protocol.offer_validation import OfferRules, ValidationContext, validate_gossip_message
+from node.metrics import record_book_size
+from node.protocol.offer_validation import (
+    NonceView,
+    OfferRules,
+    StakeView,
+    ValidationContext,
+    validate_gossip_message,
+)
 from node.protocol.offerbook import InsertResult, OfferBook, OfferQuery
 from node.protocol.offers import (
     MSG_OFFER,
@@ -31,49 +42,52 @@ from node.protocol.offers import (
     sign_withdrawal,
 )
 from node.storage.offer_store import OfferStore
-from node.types import Validation, Verdict
+from node.types import Validation
 
 log = logging.getLogger(__name__)
 
 
+class MarketStakes(StakeView, NonceView, Protocol):
+    """The cached chain view the market reads (``node.chain.stake_view.StakeCache``), safe to read from any thread."""
+
+    def raise_nonce(self, provider: bytes, nonce: int) -> None:
+        """Record an accepted withdrawal (asyncio side only)."""
+        ...
+
+
 class Market:
-    def __init__(self, domain: Domain, stake_view: Any, store_path: Path, collateral_bps: int,
+    def __init__(self, domain: Domain, stake_view: MarketStakes, store_path: Path, collateral_bps: int,
                  clock: Callable[[], float] = time.time) -> None:
         self.domain = domain
         self.clock = clock
+        self.stakes = stake_view
         rule = StakeRule(min_free_stake=1, collateral_bps=collateral_bps)
         self.book = OfferBook(domain, rule)
-        self.ctx = ValidationContext(domain=domain, stake=stake_view, nonces=stake_view, book=self.book,
+        # The validator sees the book only through its published snapshot (see the module docstring).
+        self.ctx = ValidationContext(domain=domain, stake=stake_view, nonces=stake_view, book=self.book.published,
                                      rules=OfferRules(stake=rule))
         self.store = OfferStore(store_path)
-        self.counts: dict[str, int] = {}
 
     def load(self) -> int:
         now = int(self.clock())
         loaded = 0
-        for row in self.store.load(self.domain, now):
-            if self.book.insert(row.signed, row.blob, row.offer_id) in (InsertResult.ADDED, InsertResult.REPLACED):
-                loaded += 1
+        with self.book.batch():
+            for row in self.store.load(self.domain, now):
+                if self.book.insert(row.signed, row.blob, row.offer_id) in (InsertResult.ADDED,
+                                                                            InsertResult.REPLACED):
+                    loaded += 1
         record_book_size(len(self.book))
         return loaded
 
-    # --- libp2p thread ---------------------------------------------------------------------------------------
+    # --- libp2p thread: reads the published snapshot only -----------------------------------------------------
     def validate(self, data: bytes, sender: str) -> Validation:
-        started = time.perf_counter()
-        try:
-            verdict, _ = validate_gossip_message(data, self.ctx, int(self.clock()))
-        except Exception as exc:  # never let a validator bug crash the host
-            log.error("offer validator raised", extra={"error": repr(exc)[:200]})
-            verdict = Validation(Verdict.REJECT, "validator_error")
-        record_validation(verdict, time.perf_counter() - started)
-        key = f"{verdict.verdict.value}:{verdict.reason}"
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return verdict
+        """The gossip/sync validator. May raise on a bug: the p2p host turns that into IGNORE and logs it."""
+        return validate_gossip_message(data, self.ctx, int(self.clock()))[0]
 
     def live_offers(self) -> list[bytes]:
-        return self.book.live_offers(int(self.clock()))
+        return self.book.published.live_offers(int(self.clock()))
 
-    # --- asyncio side ----------------------------------------------------------------------------------------
+    # --- asyncio side: the book's owner ------------------------------------------------------------------------
     def on_message(self, data: bytes) -> InsertResult | None:
         """An accepted gossip/sync message: apply it to the book and the store."""
         try:
@@ -83,9 +97,8 @@ class Market:
         if env.kind == MSG_OFFER and isinstance(msg, SignedOffer):
             return self.add(msg, data)
         if isinstance(msg, SignedWithdrawal):
-            raise_nonce = getattr(self.ctx.nonces, "raise_nonce", None)
-            if raise_nonce is not None:  # remember it, so sync or gossip cannot bring withdrawn offers back
-                raise_nonce(msg.withdrawal.provider, msg.withdrawal.nonce_below)
+            # remember it, so sync or gossip cannot bring withdrawn offers back
+            self.stakes.raise_nonce(msg.withdrawal.provider, msg.withdrawal.nonce_below)
             self.apply_withdrawal(msg.withdrawal.provider, msg.withdrawal.nonce_below)
         return None
 

@@ -15,7 +15,10 @@ Facts about py-libp2p 0.8.1 this module works around (measured):
 - a dial waits 250 ms for a second address unless the per-peer connection cap is reached: the cap is 1.
 
 Validation: the synchronous ``validate(data, sender)`` callback is the pubsub topic validator (a message it
-does not ACCEPT is neither delivered nor forwarded). py-libp2p's validators can only say yes/no, and its
+does not ACCEPT is neither delivered nor forwarded). ``judge`` wraps it: it counts every message once
+(``gpunet_gossip_messages_total{verdict,reason}``), and a validator that raises gives IGNORE
+(``validator_error``) and an error log with the traceback, never a REJECT: a bug on our side must not penalise
+the honest peer that forwarded the message. py-libp2p's validators can only say yes/no, and its
 peer scorer counts every "no" as an invalid message, so IGNORE could not be kept penalty-free there: the
 library's score parameters are left at their neutral defaults and a local penalty counts REJECTs per
 forwarding peer instead (decayed every second); above a threshold the peer is blacklisted in pubsub and
@@ -67,7 +70,7 @@ OnMessage = Callable[[GossipMessage], None]
 TrioHandler = Callable[[str, bytes], Awaitable[bytes | None]]
 
 GOSSIP_PROTOCOLS = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
-VALIDATOR_ERROR = Validation(Verdict.REJECT, "validator_error")
+VALIDATOR_ERROR = Validation(Verdict.IGNORE, "validator_error")
 OVERSIZE = Validation(Verdict.REJECT, "oversize")
 _MAX_SYNC_PAGES = 10_000
 _FORWARDER_MEMORY = 8192
@@ -244,7 +247,10 @@ class P2PHost:
         await self._pubsub.publish(self.config.topic, data)
 
     def judge(self, data: bytes, sender: str) -> Validation:
-        """Run the validator with the size cap, timing, counting and the REJECT penalty. Never raises."""
+        """Run the validator with the size cap, timing, counting (once per message) and the REJECT penalty.
+
+        Never raises: an exception in the validator is IGNORE ``validator_error`` plus an error log with the
+        traceback (at most one per ``_LOG_EVERY_S``; the counter counts them all)."""
         if len(data) > self.config.gossip.max_message_bytes:
             verdict = OVERSIZE
         else:
@@ -255,10 +261,10 @@ class P2PHost:
                     raise TypeError(f"validator returned {type(verdict).__name__}, not Validation")
             except Exception:
                 if self._should_log():
-                    logger.exception("gossip validator raised; treating as REJECT", extra={"sender": sender})
+                    logger.exception("gossip validator raised; treating as IGNORE", extra={"sender": sender})
                 verdict = VALIDATOR_ERROR
             self.metrics.validation_seconds.observe(time.perf_counter() - t0)
-        self.metrics.gossip_messages.labels(verdict.verdict.value, verdict.reason or "unspecified").inc()
+        self.metrics.record_verdict(verdict.verdict.value, verdict.reason or "unspecified")
         if verdict.verdict is Verdict.REJECT and sender != self.peer_id:
             self._penalise(sender)
         return verdict

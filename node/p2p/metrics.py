@@ -1,8 +1,11 @@
 """Prometheus metrics of the p2p layer.
 
 Each ``P2PMetrics`` owns its collectors; by default they live in a fresh ``CollectorRegistry`` per node so
-that many nodes in one process (tests, benchmarks) never collide on registration. The node's HTTP API passes
-its own registry (one node per process) to expose them.
+that many nodes in one process (tests, benchmarks) never collide on registration. The node's HTTP API exports
+that registry next to the default one.
+
+``gossip_messages`` is the one count of validated messages: every gossiped, synced or locally published message
+is judged once by the host, which increments it once with the verdict and its reason.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ class P2PMetrics:
         self.peers = Gauge("gpunet_p2p_peers", "Connected libp2p peers", registry=self.registry)
         self.gossip_messages = Counter(
             "gpunet_gossip_messages_total",
-            "Gossip and sync messages by validation verdict and reason",
+            "Gossiped, synced and locally published messages by validation verdict and reason",
             ["verdict", "reason"],
             registry=self.registry,
         )
@@ -49,3 +52,15 @@ class P2PMetrics:
             ["direction"],
             registry=self.registry,
         )
+
+    def record_verdict(self, verdict: str, reason: str) -> None:
+        self.gossip_messages.labels(verdict, reason).inc()
+
+    def verdict_counts(self) -> dict[str, int]:
+        """``{"<verdict>:<reason>": count}`` read back from ``gossip_messages`` (for the status API)."""
+        out: dict[str, int] = {}
+        for metric in self.gossip_messages.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    out[f"{sample.labels['verdict']}:{sample.labels['reason']}"] = int(sample.value)
+        return out

@@ -122,9 +122,12 @@ class NonceView(Protocol):
 
 
 class OfferLookup(Protocol):
-    """What the validator needs from the offer book (``OfferBook`` implements it)."""
+    """What the validator needs from the offer book: the holder of a slot.
 
-    def contains(self, offer_id: bytes) -> bool: ...
+    ``OfferBook`` implements it for its owner thread; readers on other threads use the book's published
+    snapshot (``OfferBook.published``), which implements it too. The book holds exactly one offer per slot, so
+    "this offer id is in the book" is "its slot holds this offer id": no second lookup is needed.
+    """
 
     def slot(self, provider: bytes, gpu_model: bytes) -> tuple[int, bytes] | None:
         """(nonce, offer id) of the live offer in the slot, or None."""
@@ -275,13 +278,14 @@ def _check_offer(
     if o.expires_at > now + rules.max_ttl:
         return _V[TOO_FAR_FUTURE], None, None
     oid = offer_id_from_record(record)
-    book = ctx.book
-    if book.contains(oid):
-        return _V[DUPLICATE], None, None
     provider = o.provider
-    held = book.slot(provider, o.gpu_model)
-    if held is not None and (held[0] > o.nonce or (held[0] == o.nonce and held[1] < oid)):
-        return _V[SUPERSEDED], None, None
+    held = ctx.book.slot(provider, o.gpu_model)  # one read: a consistent answer even while the book changes
+    if held is not None:
+        held_nonce, held_id = held
+        if held_id == oid:
+            return _V[DUPLICATE], None, None
+        if held_nonce > o.nonce or (held_nonce == o.nonce and held_id < oid):
+            return _V[SUPERSEDED], None, None
     if o.nonce < ctx.nonces.min_nonce(provider):
         return _V[NONCE_CANCELLED], None, None
     stake = ctx.stake

@@ -1,6 +1,9 @@
 """In-memory offer book: the live, validated offers a node knows, indexed for fast consumer queries.
 
-Pure (no I/O, no clock: every time-dependent call takes ``now``). Not thread-safe: one owner (the core) calls it.
+Pure (no I/O, no clock: every time-dependent call takes ``now``). Not thread-safe: one owner (the asyncio core)
+calls it. Readers on other threads (the gossip validator and the offers-sync responder run on the libp2p thread)
+never touch the book: they read ``OfferBook.published``, a reference to an immutable ``BookSnapshot`` that the
+book replaces after each mutation batch (a reference swap, atomic in CPython).
 
 Indexes:
 
@@ -11,7 +14,8 @@ Indexes:
 - each bucket keeps conservative upper bounds (max gpuCount, vramMiB, maxDuration; min minDuration) so buckets that
   cannot satisfy a query are skipped without a scan;
 - a min-heap of ``(expiresAt, offerId)`` for eviction, and per-provider and per-slot maps for superseding,
-  cancellation and stake changes.
+  cancellation and stake changes. The slot map is split into 256 shards by the provider address's first byte:
+  publishing a snapshot copies only the shards a batch touched (each about 1/256 of the book).
 
 Results are sorted by price ascending, ties broken by offer id (bytes order), so every node orders the same way.
 The superseding rule (one offer per ``(provider, gpuModel)`` slot, highest nonce wins, lower id at equal nonce) is
@@ -25,16 +29,19 @@ import enum
 import heapq
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Final
+from types import MappingProxyType
+from typing import Final, NamedTuple, TypeVar
 
 from node.crypto.eip712 import Domain
 from node.protocol.offers import Offer, SignedOffer, StakeRule, encode_offer_message
 from node.types import OfferHash
 
 _MAX_ID: Final = b"\xff" * 33  # sorts after every 32-byte offer id
+_SHARDS: Final = 256
 
 
 class InsertResult(enum.Enum):
@@ -72,6 +79,71 @@ class OfferQuery:
     region: str | None = None
     duration: int | None = None
     limit: int = 50
+
+
+class SlotHolder(NamedTuple):
+    """The offer holding a ``(provider, gpuModel)`` slot: what readers outside the owner thread need of it."""
+
+    nonce: int
+    offer_id: bytes
+    expires_at: int
+    blob: bytes
+
+
+_SlotKey = tuple[bytes, bytes]  # (provider, gpuModel)
+_Shard = Mapping[_SlotKey, SlotHolder]
+_EMPTY_SHARD: Final[_Shard] = MappingProxyType({})
+
+
+def _shard_of(provider: bytes) -> int:
+    return provider[0] if provider else 0
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """An immutable view of the book at one point: the holder of every slot, sharded by provider.
+
+    Never changes once published; a reader on any thread may keep and use it. Implements the validator's
+    ``OfferLookup`` port. ``size`` is the number of live offers it holds.
+    """
+
+    shards: tuple[_Shard, ...]
+    size: int = 0
+
+    @classmethod
+    def empty(cls) -> BookSnapshot:
+        return cls((_EMPTY_SHARD,) * _SHARDS, 0)
+
+    def slot(self, provider: bytes, gpu_model: bytes) -> tuple[int, bytes] | None:
+        held = self.shards[_shard_of(provider)].get((provider, gpu_model))
+        return None if held is None else (held.nonce, held.offer_id)
+
+    def live_offers(self, now: int | None = None) -> list[bytes]:
+        """Envelope bytes of every offer (unexpired at ``now``, if given), in offer-id order."""
+        held = [h for shard in self.shards for h in shard.values() if now is None or h.expires_at > now]
+        held.sort(key=lambda h: h.offer_id)
+        return [h.blob for h in held]
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class PublishedBook:
+    """The reference readers hold: ``current`` is the latest ``BookSnapshot``; only the book's owner replaces it.
+
+    Each call reads ``current`` once, so it answers from one consistent snapshot.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self, snapshot: BookSnapshot | None = None) -> None:
+        self.current = snapshot if snapshot is not None else BookSnapshot.empty()
+
+    def slot(self, provider: bytes, gpu_model: bytes) -> tuple[int, bytes] | None:
+        return self.current.slot(provider, gpu_model)
+
+    def live_offers(self, now: int | None = None) -> list[bytes]:
+        return self.current.live_offers(now)
 
 
 # A bucket row: (price, offer id, gpuCount, vramMiB, minDuration, maxDuration, expiresAt, entry). Rows sort by
@@ -129,6 +201,15 @@ class _Bucket:
 
 
 _BucketKey = tuple[bytes, str | None, int]  # (gpuModel, region, count class)
+_K = TypeVar("_K")
+
+
+def _discard(index: dict[_K, set[_BucketKey]], key: _K, bkey: _BucketKey) -> None:
+    """Drop ``bkey`` from ``index[key]``, and the key once its set is empty."""
+    keys = index[key]
+    keys.discard(bkey)
+    if not keys:
+        del index[key]
 
 
 def _matches(rows: list[_Row], hi: int, min_count: int, min_vram: int, d_lo: int, d_hi: int, t: int) -> Iterator[_Row]:
@@ -148,6 +229,9 @@ class OfferBook:
 
     ``domain`` is used only to build the envelope when ``insert`` is not given the original bytes. ``stake_rule``
     decides which offers a provider's free stake still backs (``on_stake_change``). ``capacity`` bounds memory.
+
+    Every public mutation republishes ``published`` when it returns; inside ``with book.batch():`` publication
+    waits for the end of the outermost batch (loading thousands of offers publishes once).
     """
 
     def __init__(self, domain: Domain, stake_rule: StakeRule | None = None, capacity: int = 500_000) -> None:
@@ -156,7 +240,11 @@ class OfferBook:
         self.capacity = capacity
         self.counters: Counter[str] = Counter()
         self._entries: dict[bytes, BookEntry] = {}
-        self._slots: dict[tuple[bytes, bytes], bytes] = {}
+        self._slots: list[dict[_SlotKey, SlotHolder]] = [{} for _ in range(_SHARDS)]
+        self._shown: list[_Shard] = [_EMPTY_SHARD] * _SHARDS  # the shards of the published snapshot
+        self._dirty: set[int] = set()
+        self._batch_depth = 0
+        self.published = PublishedBook()
         self._by_provider: dict[bytes, set[bytes]] = {}
         self._buckets: dict[_BucketKey, _Bucket] = {}
         self._buckets_of_model: dict[bytes, set[_BucketKey]] = {}
@@ -177,16 +265,46 @@ class OfferBook:
         return self._entries.get(offer_id)
 
     def slot(self, provider: bytes, gpu_model: bytes) -> tuple[int, bytes] | None:
-        oid = self._slots.get((provider, gpu_model))
-        if oid is None:
-            return None
-        return self._entries[oid].offer.nonce, oid
+        """Owner-thread lookup; other threads use ``published.slot``."""
+        held = self._slots[_shard_of(provider)].get((provider, gpu_model))
+        return None if held is None else (held.nonce, held.offer_id)
 
     def entries(self) -> Iterator[BookEntry]:
         return iter(self._entries.values())
 
     def providers(self) -> int:
         return len(self._by_provider)
+
+    # -- publication --------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group mutations: ``published`` is replaced once, when the outermost batch ends."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if not self._batch_depth:
+                self._publish()
+
+    def snapshot(self) -> BookSnapshot:
+        """The published snapshot (current as of the last mutation outside a batch)."""
+        return self.published.current
+
+    def _mutated(self) -> None:
+        if not self._batch_depth:
+            self._publish()
+
+    def _publish(self) -> None:
+        if not self._dirty:
+            return
+        shown = self._shown
+        for i in self._dirty:
+            live = self._slots[i]
+            shown[i] = MappingProxyType(dict(live)) if live else _EMPTY_SHARD
+        self._dirty.clear()
+        self.published.current = BookSnapshot(tuple(shown), len(self._entries))
 
     # -- mutation -----------------------------------------------------------------------------------------------------
 
@@ -199,20 +317,28 @@ class OfferBook:
         self, so: SignedOffer, blob: bytes | None = None, offer_id: bytes | None = None
     ) -> tuple[InsertResult, OfferHash | None]:
         """``insert`` that also returns the id of the offer it superseded (REPLACED), so a store can drop it."""
+        result = self._insert(so, blob, offer_id)
+        self._mutated()
+        return result
+
+    def _insert(
+        self, so: SignedOffer, blob: bytes | None, offer_id: bytes | None
+    ) -> tuple[InsertResult, OfferHash | None]:
         o = so.offer
         oid = OfferHash(offer_id if offer_id is not None else o.struct_hash())
         if oid in self._entries:
             self.counters["duplicate"] += 1
             return InsertResult.DUPLICATE, None
         slot_key = (o.provider, o.gpu_model)
-        held_id = self._slots.get(slot_key)
+        shard = _shard_of(o.provider)
+        held = self._slots[shard].get(slot_key)
+        held_id = None if held is None else held.offer_id
         result = InsertResult.ADDED
-        if held_id is not None:
-            held = self._entries[held_id].offer
-            if held.nonce > o.nonce or (held.nonce == o.nonce and held_id < oid):
+        if held is not None:
+            if held.nonce > o.nonce or (held.nonce == o.nonce and held.offer_id < oid):
                 self.counters["superseded_rejected"] += 1
                 return InsertResult.SUPERSEDED, None
-            self._remove(held_id)
+            self._remove(held.offer_id)
             self.counters["replaced"] += 1
             result = InsertResult.REPLACED
         elif len(self._entries) >= self.capacity:
@@ -220,7 +346,8 @@ class OfferBook:
             return InsertResult.FULL, None
         entry = BookEntry(oid, so, blob if blob is not None else encode_offer_message(self.domain, so))
         self._entries[oid] = entry
-        self._slots[slot_key] = oid
+        self._slots[shard][slot_key] = SlotHolder(o.nonce, oid, o.expires_at, entry.blob)
+        self._dirty.add(shard)
         self._by_provider.setdefault(o.provider, set()).add(oid)
         region = entry.region
         bkey = (o.gpu_model, region, _count_class(o.gpu_count))
@@ -239,14 +366,19 @@ class OfferBook:
             return False
         self._remove(offer_id)
         self.counters["removed"] += 1
+        self._mutated()
         return True
 
     def _remove(self, oid: bytes) -> BookEntry:
         entry = self._entries.pop(oid)
         o = entry.offer
         slot_key = (o.provider, o.gpu_model)
-        if self._slots.get(slot_key) == oid:
-            del self._slots[slot_key]
+        shard = _shard_of(o.provider)
+        slots = self._slots[shard]
+        held = slots.get(slot_key)
+        if held is not None and held.offer_id == oid:
+            del slots[slot_key]
+            self._dirty.add(shard)
         ids = self._by_provider[o.provider]
         ids.discard(oid)
         if not ids:
@@ -257,11 +389,8 @@ class OfferBook:
         bucket.remove(o.price_per_gpu_second, oid)
         if not bucket.rows:
             del self._buckets[bkey]
-            for index, key in ((self._buckets_of_model, o.gpu_model), (self._buckets_of_region, region)):
-                keys = index[key]  # type: ignore[index]
-                keys.discard(bkey)
-                if not keys:
-                    del index[key]  # type: ignore[attr-defined]
+            _discard(self._buckets_of_model, o.gpu_model, bkey)
+            _discard(self._buckets_of_region, region, bkey)
         # The expiry heap entry is left behind and skipped lazily; compact when it is mostly stale.
         if len(self._expiry) > 64 and len(self._expiry) > 2 * len(self._entries):
             self._expiry = [(e, i) for e, i in self._expiry if i in self._entries]
@@ -278,6 +407,7 @@ class OfferBook:
                 self._remove(oid)
                 out.append(OfferHash(oid))
         self.counters["evicted_expired"] += len(out)
+        self._mutated()
         return out
 
     def cancel_below(self, provider: bytes, nonce: int) -> list[OfferHash]:
@@ -299,13 +429,14 @@ class OfferBook:
         self.counters["provider_removed"] += len(out)
         return out
 
-    def _remove_where(self, provider: bytes, pred) -> list[OfferHash]:  # type: ignore[no-untyped-def]
+    def _remove_where(self, provider: bytes, pred: Callable[[Offer], bool]) -> list[OfferHash]:
         ids = self._by_provider.get(provider)
         if not ids:
             return []
         doomed = sorted(oid for oid in ids if pred(self._entries[oid].offer))
         for oid in doomed:
             self._remove(oid)
+        self._mutated()
         return [OfferHash(oid) for oid in doomed]
 
     # -- queries ------------------------------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ async def test_reject_is_neither_delivered_nor_forwarded(make_node) -> None:
     assert got_c == [b"ok marker"]
     assert got_b == [b"ok marker"]
     assert counter(b, "reject", "bad_prefix") == 1
-    assert counter(b, "reject", "validator_error") == 1
+    assert counter(b, "ignore", "validator_error") == 1  # our bug, not the sender's fault: no penalty
+    assert counter(b, "reject", "validator_error") == 0
     assert counter(b, "accept", "ok") == 1
     assert counter(c, "reject", "bad_prefix") == 0  # never reached C
     assert counter(c, "accept", "ok") == 1

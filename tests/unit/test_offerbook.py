@@ -211,3 +211,170 @@ def test_bucket_bounds_prune_but_stay_correct(n: int) -> None:
     assert all(e.offer.gpu_count >= 4 for e in got)
     assert len(got) == sum(1 for i in range(n) if 1 + i % 4 >= 4)
     assert book.query(OfferQuery(min_gpu_count=5)) == []
+
+
+# --- the published snapshot (what the libp2p thread reads) -------------------------------------------------------
+
+
+def test_every_mutation_publishes_a_new_immutable_snapshot() -> None:
+    book = OfferBook(DOMAIN)
+    empty = book.snapshot()
+    assert len(empty) == 0 and empty.slot(provider(0), H100) is None and empty.live_offers() == []
+    old, new, other = make(0, nonce=1), make(0, nonce=2, price=50), make(1, expires=NOW + 10)
+    book.insert(old, b"old")
+    first = book.snapshot()
+    assert first is not empty and first.slot(provider(0), H100) == (1, oid(old))
+    book.insert(new, b"new")
+    book.insert(other, b"other")
+    second = book.snapshot()
+    assert second.slot(provider(0), H100) == (2, oid(new)) and len(second) == 2
+    assert sorted(second.live_offers()) == [b"new", b"other"]
+    assert second.live_offers(now=NOW + 10) == [b"new"]
+    # published snapshots never change afterwards
+    assert first.slot(provider(0), H100) == (1, oid(old)) and first.live_offers() == [b"old"] and len(first) == 1
+    assert len(empty) == 0 and empty.live_offers() == []
+    with pytest.raises(TypeError):
+        second.shards[provider(0)[0]][(provider(0), A100)] = second.shards[0].get((b"", b""))  # type: ignore[index]
+    # each remaining kind of mutation publishes too
+    for mutate in (
+        lambda: book.evict_expired(NOW + 10),
+        lambda: book.cancel_below(provider(0), 3),
+    ):
+        before = book.snapshot()
+        assert mutate()
+        assert book.snapshot() is not before
+    assert len(book.snapshot()) == 0 and book.snapshot().slot(provider(0), H100) is None
+    # a mutation that changes nothing publishes nothing
+    quiet = book.snapshot()
+    assert book.cancel_below(provider(0), 3) == [] and book.evict_expired(NOW) == []
+    assert book.insert(make(2), b"x") is InsertResult.ADDED and book.insert(make(2), b"x") is InsertResult.DUPLICATE
+    assert book.snapshot() is not quiet
+    kept = book.snapshot()
+    book.insert(make(2), b"x")
+    assert book.snapshot() is kept
+
+
+def test_batch_publishes_once_at_the_end() -> None:
+    book = OfferBook(DOMAIN)
+    offers = [make(i) for i in range(10)]
+    with book.batch():
+        for so in offers:
+            book.insert(so)
+        with book.batch():
+            book.remove(oid(offers[0]))
+        assert len(book.snapshot()) == 0  # nothing published mid-batch
+    snap = book.snapshot()
+    assert len(snap) == 9 and snap.slot(provider(0), H100) is None
+    assert snap.slot(provider(9), H100) == (1, oid(offers[9]))
+    assert book.published.slot(provider(5), H100) == (1, oid(offers[5]))
+    assert book.published.live_offers() == book.live_offers()
+
+
+def test_snapshot_agrees_with_the_book_after_random_mutations() -> None:
+    import random
+
+    rng = random.Random(5)
+    book = OfferBook(DOMAIN, StakeRule(min_free_stake=10))
+    providers = [provider(j) for j in range(40)]
+    for step in range(600):
+        i, model = rng.randrange(40), rng.choice((H100, A100))
+        action = rng.random()
+        if action < 0.6:
+            book.insert(make(i, nonce=rng.randrange(1, 6), model=model, price=rng.randrange(1, 500),
+                             expires=NOW + rng.randrange(1, 900)), f"blob{step}".encode())
+        elif action < 0.7:
+            book.cancel_below(provider(i), rng.randrange(1, 6))
+        elif action < 0.8:
+            book.on_stake_change(provider(i), rng.choice((0, 100)))
+        elif action < 0.9:
+            book.evict_expired(NOW + rng.randrange(0, 900))
+        else:
+            book.remove_provider(provider(i))
+        snap = book.snapshot()
+        assert len(snap) == len(book)
+        for p in providers:
+            for m in (H100, A100):
+                assert snap.slot(p, m) == book.slot(p, m)
+    assert book.snapshot().live_offers() == book.live_offers()
+
+
+def test_validation_against_snapshots_never_raises_while_the_owner_mutates() -> None:
+    """A reader thread (the libp2p side) validates gossip and pages the live offers while this thread (the asyncio
+    side) mutates the book as fast as it can: every read sees one consistent snapshot and nothing raises."""
+    import random
+    import sys
+    import threading
+
+    from node.protocol.offer_validation import OfferRules, ValidationContext, validate_gossip_message
+
+    class Chain:
+        def is_registered(self, provider: bytes) -> bool:
+            return True
+
+        def free_stake(self, provider: bytes) -> int:
+            return 10**30
+
+        def min_nonce(self, provider: bytes) -> int:
+            return 0
+
+    keys = [(i + 1).to_bytes(32, "big") for i in range(12)]
+    signed: list[tuple[SignedOffer, bytes]] = []
+    for i, key in enumerate(keys):
+        for model in (H100, A100):
+            for nonce in (1, 2, 3):
+                spec = OfferSpec("eu-west", 64, 512, "550", "12.4", "nvlink")
+                offer = Offer(provider(i), nonce, model, 8, 81920, 100 + nonce, 60, 86_400, NOW + 60 * nonce,
+                              O.spec_hash(spec))
+                so = O.sign_offer(offer, spec, key, DOMAIN)
+                signed.append((so, O.encode_offer_message(DOMAIN, so)))
+    book = OfferBook(DOMAIN, StakeRule(min_free_stake=10))
+    ctx = ValidationContext(DOMAIN, Chain(), Chain(), book.published, OfferRules(rate_burst=1e12))
+    errors: list[BaseException] = []
+    reasons: set[str] = set()
+    reads = 0
+    stop = threading.Event()
+
+    def reader() -> None:
+        nonlocal reads
+        try:
+            while not stop.is_set():
+                for _, blob in signed:
+                    v, _ = validate_gossip_message(blob, ctx, NOW)
+                    reasons.add(v.reason)
+                    snap = book.published.current
+                    assert len(snap.live_offers()) == len(snap)
+                    reads += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        rng = random.Random(1)
+        mutations = 0
+        while (reads < 400 or mutations < 3000) and not errors and mutations < 200_000:
+            so, blob = rng.choice(signed)
+            r = rng.random()
+            if r < 0.6:
+                book.insert(so, blob)
+            elif r < 0.7:
+                book.cancel_below(so.offer.provider, rng.randrange(1, 4))
+            elif r < 0.8:
+                book.on_stake_change(so.offer.provider, rng.choice((0, 10**6)))
+            elif r < 0.9:
+                book.evict_expired(NOW + rng.randrange(0, 240))
+            else:
+                with book.batch():
+                    book.remove_provider(so.offer.provider)
+                    book.insert(so, blob)
+            mutations += 1
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        sys.setswitchinterval(old_interval)
+    assert not thread.is_alive()
+    assert errors == []
+    assert reads >= 400
+    assert reasons <= {"ok", "duplicate", "superseded"} and "duplicate" in reasons

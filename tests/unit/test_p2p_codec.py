@@ -1,16 +1,20 @@
-"""Pure parts of the p2p layer: frames, the offers-sync codec and paging, node keys, config."""
+"""Parts of the p2p layer that need no network: frames, the offers-sync codec and paging, node keys, config, and
+the host's judging of messages (verdict counting, REJECT penalty, validator errors)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from node.errors import ConfigError
 from node.p2p import GossipParams, P2PConfig, offers_topic
 from node.p2p.framing import FrameError, decode_uvarint, encode_frame, encode_uvarint
+from node.p2p.host import P2PHost
 from node.p2p.keys import load_or_create_node_key, peer_id_of
 from node.p2p.sync import (
     OfferPager,
@@ -21,6 +25,7 @@ from node.p2p.sync import (
     encode_page,
     encode_request,
 )
+from node.types import ACCEPTED, Validation, Verdict
 
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 2**20, 2**63])
@@ -131,3 +136,67 @@ def test_config_validation(tmp_path) -> None:
         GossipParams(degree=3, degree_low=4)
     with pytest.raises(ConfigError):
         GossipParams(max_message_bytes=2 * 1024 * 1024)
+
+
+# --- judging messages (the host's validator wrapper) ---------------------------------------------------------------
+
+
+def make_host(tmp_path: Path, validate) -> P2PHost:  # type: ignore[no-untyped-def]
+    """A host that is never run: ``judge`` needs no network."""
+    return P2PHost(P2PConfig(key_path=tmp_path / "node.key", topic="t"), validate)
+
+
+def counted(host: P2PHost, verdict: str, reason: str) -> float:
+    value = host.metrics.registry.get_sample_value(
+        "gpunet_gossip_messages_total", {"verdict": verdict, "reason": reason}
+    )
+    return value or 0.0
+
+
+def test_judge_counts_each_message_once_and_penalises_only_rejects(tmp_path: Path) -> None:
+    def validate(data: bytes, sender: str) -> Validation:
+        if data == b"ok":
+            return ACCEPTED
+        if data == b"late":
+            return Validation(Verdict.IGNORE, "expired")
+        return Validation(Verdict.REJECT, "malformed")
+
+    host = make_host(tmp_path, validate)
+    peer = "12D3KooWPeer"
+    assert host.judge(b"ok", peer) is ACCEPTED
+    assert host.judge(b"late", peer).verdict is Verdict.IGNORE
+    assert host._rejects == {}
+    assert host.judge(b"junk", peer).verdict is Verdict.REJECT
+    assert host.judge(b"x" * (host.config.gossip.max_message_bytes + 1), peer).reason == "oversize"
+    assert host._rejects == {peer: 2.0}
+    assert (counted(host, "accept", "ok"), counted(host, "ignore", "expired")) == (1, 1)
+    assert (counted(host, "reject", "malformed"), counted(host, "reject", "oversize")) == (1, 1)
+    assert host.metrics.verdict_counts() == {
+        "accept:ok": 1, "ignore:expired": 1, "reject:malformed": 1, "reject:oversize": 1,
+    }
+    # the validator was timed for the three messages it saw (the oversize one never reached it)
+    assert host.metrics.registry.get_sample_value("gpunet_gossip_validation_seconds_count") == 3
+
+
+@pytest.mark.parametrize("failure", ["raises", "returns_garbage"])
+def test_validator_that_fails_gives_ignore_no_penalty_and_an_error_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    def validate(data: bytes, sender: str) -> Validation:
+        if failure == "raises":
+            raise KeyError("slot vanished")
+        return "yes"  # type: ignore[return-value]
+
+    host = make_host(tmp_path, validate)
+    peer = "12D3KooWHonestPeer"
+    with caplog.at_level(logging.ERROR, logger="node.p2p.host"):
+        for _ in range(100):  # far above the ban threshold if these counted as REJECTs
+            v = host.judge(b"anything", peer)
+            assert (v.verdict, v.reason) == (Verdict.IGNORE, "validator_error")
+    assert host._rejects == {} and host._banned == {}
+    assert counted(host, "ignore", "validator_error") == 100
+    assert counted(host, "reject", "validator_error") == 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # rate-limited, with the traceback attached
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], KeyError if failure == "raises" else TypeError)
