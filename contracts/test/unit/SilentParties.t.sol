@@ -98,6 +98,76 @@ contract SilentPartiesTest is Base {
         escrow.claim(7, cp, sig);
     }
 
+    function test_RevertWhen_ClaimCheckpointOtherLease() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(7, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_CheckpointLeaseMismatch.selector, leaseId, 7));
+        escrow.claim(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_ClaimStaleSeq() public {
+        _settle(leaseId, 2, 500);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 600);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_StaleSeq.selector, leaseId, 2, 2));
+        escrow.claim(leaseId, cp, sig);
+    }
+
+    /// @dev On a closed lease the claimable usage stops at the close time, not at the claim time.
+    function test_RevertWhen_ClaimClosedLeaseBeyondCloseTime() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + 100);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 2001);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageExceedsElapsed.selector, leaseId, 2001, 2000)
+        );
+        escrow.claim(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_ClaimAfterSettlementWindow() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        uint64 windowEnd = uint64(block.timestamp + SETTLEMENT_WINDOW);
+        vm.warp(windowEnd);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_SettlementWindowClosed.selector, leaseId, windowEnd)
+        );
+        escrow.claim(leaseId, cp, sig);
+    }
+
+    function test_RevertWhen_ClaimFinalizedLease() public {
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 1, 100);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseFinalized.selector, leaseId));
+        escrow.claim(leaseId, cp, sig);
+    }
+
+    /// @dev A settlement with a lower seq but more usage than the claim also makes the claim moot.
+    function test_FinalizeClaim_MootWhenUsageBelowSettled() public {
+        _claim(5, 500);
+        _settle(leaseId, 2, 1000);
+        vm.warp(block.timestamp + DISPUTE_WINDOW);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.ClaimFinalized(leaseId, provider, consumer, 5, 500, 0, 0);
+        escrow.finalizeClaim(leaseId);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.settledGpuSeconds, 1000);
+        assertEq(l.lastSeq, 2);
+    }
+
     function test_RevertWhen_FinalizeClaimEarly() public {
         _claim(1, 100);
         uint64 readyAt = uint64(block.timestamp + DISPUTE_WINDOW);
@@ -175,6 +245,15 @@ contract SilentPartiesTest is Base {
         bytes memory sig = _signCp(providerKey, ev);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_NotConsumer.selector, leaseId, stranger));
+        escrow.dispute(leaseId, ev, sig);
+    }
+
+    function test_RevertWhen_DisputeCheckpointOtherLease() public {
+        _claim(2, 1500);
+        ILeaseEscrow.UsageCheckpoint memory ev = _cp(7, 3, 900);
+        bytes memory sig = _signCp(providerKey, ev);
+        vm.prank(consumer);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_CheckpointLeaseMismatch.selector, leaseId, 7));
         escrow.dispute(leaseId, ev, sig);
     }
 
@@ -280,6 +359,60 @@ contract SilentPartiesTest is Base {
         escrow.challengeLiveness(leaseId);
         uint64 deadline = uint64(block.timestamp + LIVENESS_WINDOW);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LivenessWindowOpen.selector, leaseId, deadline));
+        escrow.resolveLiveness(leaseId);
+    }
+
+    /// @dev Top-ups and settlements rewrite the lease state word; a pending challenge's deadline survives them.
+    function test_Liveness_DeadlineSurvivesTopUpAndSettle() public {
+        uint64 deadline = uint64(block.timestamp + LIVENESS_WINDOW);
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.prank(consumer);
+        escrow.topUp(leaseId, PRICE * 2 * 60);
+        _settle(leaseId, 1, 500);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.livenessDeadline, deadline);
+        assertEq(l.closedAt, 0);
+        assertEq(l.deposit, deposit + PRICE * 2 * 60);
+        assertEq(l.settledGpuSeconds, 500);
+        vm.prank(provider);
+        escrow.answerLiveness(leaseId);
+        assertEq(escrow.getLease(leaseId).livenessDeadline, 0);
+    }
+
+    function test_Liveness_ChallengeAgainAfterAnswer() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.prank(provider);
+        escrow.answerLiveness(leaseId);
+        vm.warp(block.timestamp + 100);
+        uint64 deadline = uint64(block.timestamp + LIVENESS_WINDOW);
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        assertEq(escrow.getLease(leaseId).livenessDeadline, deadline);
+    }
+
+    /// @dev Closing the lease ends a pending challenge: the close time replaces the deadline.
+    function test_Liveness_CloseEndsChallenge() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.warp(block.timestamp + 60);
+        uint256 closedAt = block.timestamp;
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(l.livenessDeadline, 0);
+        assertEq(l.closedAt, closedAt);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotOpen.selector, leaseId));
+        escrow.answerLiveness(leaseId);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotOpen.selector, leaseId));
+        escrow.resolveLiveness(leaseId);
+    }
+
+    function test_RevertWhen_ResolveNoChallenge() public {
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_NoChallenge.selector, leaseId));
         escrow.resolveLiveness(leaseId);
     }
 
@@ -392,5 +525,53 @@ contract SilentPartiesTest is Base {
         bytes memory sigB = _signCp(providerKey, b);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseFinalized.selector, leaseId));
         escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
+    }
+
+    /// @dev On a lease already closed, a report slashes but keeps the close time (and so the settlement window).
+    function test_ReportEquivocation_ClosedLeaseKeepsCloseTime() public {
+        uint256 closedAt = block.timestamp;
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        vm.warp(block.timestamp + 100);
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(leaseId, 4, 1000);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(leaseId, 4, 1200);
+        bytes memory sigA = _signCp(providerKey, a);
+        bytes memory sigB = _signCp(providerKey, b);
+        vm.prank(stranger);
+        escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(uint8(l.status), uint8(ILeaseEscrow.LeaseStatus.Closed));
+        assertEq(l.closedAt, closedAt);
+        assertEq(l.collateral, 0);
+        vm.warp(closedAt + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+    }
+
+    /// @dev A report during a liveness challenge closes the lease, which ends the challenge.
+    function test_ReportEquivocation_DuringChallengeClosesLease() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(leaseId, 4, 1000);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(leaseId, 4, 1200);
+        bytes memory sigA = _signCp(providerKey, a);
+        bytes memory sigB = _signCp(providerKey, b);
+        vm.prank(stranger);
+        escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
+        ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
+        assertEq(uint8(l.status), uint8(ILeaseEscrow.LeaseStatus.Closed));
+        assertEq(l.closedAt, block.timestamp);
+        assertEq(l.livenessDeadline, 0);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotOpen.selector, leaseId));
+        escrow.resolveLiveness(leaseId);
+    }
+
+    function test_RevertWhen_EquivocationLeaseNotFound() public {
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(7, 4, 1000);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(7, 4, 1200);
+        bytes memory sigA = _signCp(providerKey, a);
+        bytes memory sigB = _signCp(providerKey, b);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotFound.selector, 7));
+        escrow.reportEquivocation(7, a, sigA, b, sigB);
     }
 }
