@@ -30,6 +30,9 @@ class ProviderConfig:
     checkpoint_interval: float = 6.0
     executor: str = "process"  # process | simulated
     work_dir: str = ""  # per-lease job directories (default: <data_dir>/jobs)
+    # The process executor runs a job as the node's own user, with the node's files in reach: only for the
+    # operator's own jobs unless this is switched on.
+    allow_unsafe_process_executor: bool = False
 
 
 @dataclass(frozen=True, slots=True)

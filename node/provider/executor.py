@@ -39,6 +39,11 @@ devices; the returned :class:`JobHandle` says when the job ends (:class:`JobOutc
   at fork time). The function used here only calls ``resource.setrlimit`` with values prepared beforehand:
   it takes no lock and imports nothing.
 
+  Remote consumers: a job whose ``consumer`` is set (a lease opened by someone other than the operator) is
+  refused unless the executor was built with ``allow_unsafe_process_executor=True``: nothing above stops such a
+  job from reading the node's files. Remote consumers' jobs belong in the container executor
+  (:mod:`node.provider.container`).
+
 * :class:`SimulatedExecutor` runs nothing: it reports a synthetic outcome (``simulated=True``) after a
   configured duration, with an injectable sleep and clock for tests.
 
@@ -79,6 +84,10 @@ Sleep = Callable[[float], Awaitable[None]]
 
 KILLED_TIMEOUT = "timeout"
 KILLED_STOPPED = "stopped"
+KILLED_OOM = "oom"  # the kernel's OOM killer ended a process of the job (container executor)
+FAILED_IMAGE_NOT_ALLOWED = "image_not_allowed"  # JobOutcome.failure values: the job never ran
+FAILED_IMAGE_PULL = "image_pull_failed"
+FAILED_START = "start_failed"
 EXIT_NOT_FOUND = 127  # shell conventions for "command not found" / "found but cannot run"
 EXIT_CANNOT_RUN = 126
 
@@ -106,14 +115,52 @@ class InvalidJob(RecoverableError, ValueError):
     """The executor refuses this job (malformed spec, forbidden environment entry, bad lease id)."""
 
 
+class UnsafeExecutorRefused(InvalidJob):
+    """A remote consumer's job on the process executor, which the operator has not opted into."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobResources:
+    """What a job asks for; ``None`` takes the provider's default. Checked against the provider's caps by the
+    container executor (the process executor ignores them)."""
+
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    shm_bytes: int | None = None
+    scratch_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("memory_bytes", "shm_bytes", "scratch_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise InvalidJob(f"resources.{name} must be a positive integer, got {value!r}")
+        cpus = self.cpus
+        if cpus is not None and (
+            isinstance(cpus, bool) or not isinstance(cpus, int | float) or not math.isfinite(cpus) or cpus <= 0
+        ):
+            raise InvalidJob(f"resources.cpus must be a positive number, got {cpus!r}")
+
+
+_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$")
+
+
 @dataclass(frozen=True, slots=True)
 class ExecJob:
-    """What to run. ``argv`` is stored as a tuple and ``env`` as a read-only mapping; validated on creation."""
+    """What to run. ``argv`` is stored as a tuple and ``env`` as a read-only mapping; validated on creation.
+
+    ``image`` (an OCI reference), ``resources`` and ``ports`` are for the container executor; ``ports`` are
+    accepted and not yet published. ``consumer`` is the lease's consumer when it is not the operator (``None``:
+    the operator's own job, demos, tests).
+    """
 
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     timeout_s: float = 3600.0
     max_output_bytes: int = 64 * 1024
+    image: str | None = None
+    resources: JobResources = field(default_factory=JobResources)
+    ports: Sequence[int] = ()
+    consumer: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str | bytes):
@@ -139,8 +186,16 @@ class ExecJob:
             raise InvalidJob(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
         if not isinstance(self.max_output_bytes, int) or not 0 < self.max_output_bytes <= MAX_OUTPUT_BYTES:
             raise InvalidJob(f"max_output_bytes must be in 1..{MAX_OUTPUT_BYTES}, got {self.max_output_bytes!r}")
+        if self.image is not None and (not isinstance(self.image, str) or not _IMAGE_RE.match(self.image)):
+            raise InvalidJob(f"image must be an OCI reference, got {self.image!r}")
+        if not isinstance(self.resources, JobResources):
+            raise InvalidJob("resources must be a JobResources")
+        ports = tuple(self.ports)
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+            raise InvalidJob(f"ports must be TCP port numbers, got {self.ports!r}")
         object.__setattr__(self, "argv", argv)
         object.__setattr__(self, "env", MappingProxyType(env))
+        object.__setattr__(self, "ports", ports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +204,11 @@ class JobOutcome:
 
     ``exit_code``: the process's exit status; negative ``-N`` when it died of signal ``N``; 127/126 when it
     could not be started (with ``error`` set); ``None`` if it could not even be reaped after SIGKILL.
-    ``killed_reason``: ``"timeout"`` or ``"stopped"`` when the executor ended it, else ``None``.
+    ``killed_reason``: ``"timeout"`` or ``"stopped"`` when the executor ended it, ``"oom"`` when the kernel's
+    OOM killer did, else ``None``.
     ``output_bytes``: everything the job wrote; more than ``len(log_tail)`` means the tail was truncated.
+    ``failure``: why the job never ran (``"image_not_allowed"``, ``"image_pull_failed"``, ``"start_failed"``;
+    ``error`` says more). ``image_digest``: the image the container executor actually ran.
     """
 
     exit_code: int | None
@@ -160,6 +218,8 @@ class JobOutcome:
     killed_reason: str | None = None
     error: str | None = None
     output_bytes: int = 0
+    failure: str | None = None
+    image_digest: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -315,7 +375,9 @@ class ProcessExecutor:
         drain_s: float = 2.0,
         callback_timeout_s: float = 5.0,
         clock: Clock = time.monotonic,
+        allow_unsafe_process_executor: bool = False,
     ) -> None:
+        self._allow_remote = allow_unsafe_process_executor
         self._base_dir = Path(base_dir)
         self._limits = limits if limits is not None else ResourceLimits()
         self._rlimits = self._limits.plan()
@@ -332,6 +394,11 @@ class ProcessExecutor:
         on_output: OutputCallback | None = None,
     ) -> ProcessJob:
         _check_lease_id(lease_id)
+        if job.consumer is not None and not self._allow_remote:
+            raise UnsafeExecutorRefused(
+                "the process executor runs jobs as the node's own user and does not take remote consumers' jobs"
+                " (provider.allow_unsafe_process_executor is off; use the container executor)"
+            )
         check_job_env(job.env)
         self._base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"lease-{lease_id}-", dir=self._base_dir))
