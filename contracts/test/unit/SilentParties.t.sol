@@ -115,6 +115,15 @@ contract SilentPartiesTest is Base {
         escrow.claim(leaseId, cp, sig);
     }
 
+    function test_RevertWhen_ClaimUsageDecreased() public {
+        _settle(leaseId, 1, 500);
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 2, 400);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_UsageDecreased.selector, leaseId, 400, 500));
+        escrow.claim(leaseId, cp, sig);
+    }
+
     /// @dev On a closed lease the claimable usage stops at the close time, not at the claim time.
     function test_RevertWhen_ClaimClosedLeaseBeyondCloseTime() public {
         vm.prank(consumer);
