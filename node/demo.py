@@ -86,10 +86,12 @@ class Processes:
         self.procs.append((name, p))
         return p
 
-    def check(self) -> None:
+    def check(self) -> bool:
+        """Raise if a process has exited; otherwise False (so it can end a wait condition with ``or``)."""
         for name, p in self.procs:
             if p.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {p.returncode} (see its log)")
+        return False
 
     def stop_all(self) -> None:
         for _, p in self.procs:

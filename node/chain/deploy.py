@@ -100,7 +100,7 @@ async def deploy_all(rpc_url: str, deployer_key: bytes, params: DeployParams = D
     for name in ("staking", "staking_", "_staking", "providerStaking"):
         values[name] = staking
     escrow, _ = await _deploy_one(w3, sender, arts["LeaseEscrow"], values, f"{tag}:escrow")
-    staking_c = w3.eth.contract(address=staking, abi=arts["ProviderStaking"].abi_list)
+    staking_c = w3.eth.contract(address=to_checksum_address(staking), abi=arts["ProviderStaking"].abi_list)
     if any(i.get("name") == "setEscrow" for i in arts["ProviderStaking"].abi):
         data = bytes.fromhex(staking_c.encode_abi("setEscrow", args=[escrow]).removeprefix("0x"))
         await sender.send(f"{tag}:setEscrow", "setEscrow", staking, data)

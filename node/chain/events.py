@@ -165,7 +165,7 @@ class LogPoller:
             return 0
         to_block = min(head, self.next_block + self.max_range - 1)
         raw_logs = await self.w3.eth.get_logs(
-            {"fromBlock": self.next_block, "toBlock": to_block, "address": self.addresses}  # type: ignore[typeddict-item]
+            {"fromBlock": self.next_block, "toBlock": to_block, "address": self.addresses}
         )
         events = [e for e in (self.decoder.decode(dict(r)) for r in raw_logs) if e is not None]
         events.sort(key=lambda e: (e.block_number, e.log_index))

@@ -78,8 +78,10 @@ class ErrorDecoder:
                     sig = f"{item['name']}({','.join(types)})"
                     self._errors[keccak(sig.encode())[:4]] = (item["name"], types)
 
-    def decode(self, data: str | bytes | None) -> str:
-        if data is None:
+    def decode(self, data: str | bytes | dict[str, str] | None) -> str:
+        """A revert's data (hex string or bytes) as ``Name(args)``. web3 hands a dict for revert reasons it has
+        interpreted itself (e.g. offchain lookups); those carry no custom error of ours."""
+        if data is None or isinstance(data, dict):
             return "reverted without data"
         raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else data
         if len(raw) < 4:

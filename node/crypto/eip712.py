@@ -96,7 +96,7 @@ class Domain:
 
 
 def offer_struct_hash(
-    provider: str,
+    provider: str | bytes,
     nonce: int,
     gpu_model: bytes,
     gpu_count: int,

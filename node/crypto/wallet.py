@@ -28,7 +28,7 @@ def create_keystore(path: Path, password: str, private_key: bytes | None = None)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(blob, f)
-    return acct.address
+    return str(acct.address)
 
 
 def load_keystore(path: Path, password: str) -> bytes:

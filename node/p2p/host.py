@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import multiaddr
 import trio
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -160,7 +161,7 @@ class P2PHost:
         self._stop = trio.Event()
         self._started = False
         self._last_log = 0.0
-        self._host = None
+        self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
         self._gossipsub: GossipSub | None = None
         self._nursery: trio.Nursery | None = None
@@ -235,6 +236,31 @@ class P2PHost:
         if not self._started:
             raise NotRunning("p2p host is not running")
 
+    # The libp2p parts exist from ``run`` on; before that these raise ``NotRunning``.
+    @property
+    def _live_host(self) -> IHost:
+        if self._host is None:
+            raise NotRunning("p2p host is not running")
+        return self._host
+
+    @property
+    def _live_pubsub(self) -> Pubsub:
+        if self._pubsub is None:
+            raise NotRunning("p2p host is not running")
+        return self._pubsub
+
+    @property
+    def _live_gossipsub(self) -> GossipSub:
+        if self._gossipsub is None:
+            raise NotRunning("p2p host is not running")
+        return self._gossipsub
+
+    @property
+    def _live_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise NotRunning("p2p host is not running")
+        return self._nursery
+
     # ---- gossip ----------------------------------------------------------------------------------------
 
     async def publish(self, data: bytes) -> None:
@@ -244,7 +270,7 @@ class P2PHost:
         verdict = self.judge(data, self.peer_id)
         if not verdict.accepted:
             raise InvalidMessage(f"local validator said {verdict.verdict.value}: {verdict.reason}")
-        await self._pubsub.publish(self.config.topic, data)
+        await self._live_pubsub.publish(self.config.topic, data)
 
     def judge(self, data: bytes, sender: str) -> Validation:
         """Run the validator with the size cap, timing, counting (once per message) and the REJECT penalty.
@@ -337,7 +363,7 @@ class P2PHost:
     async def _disconnect(self, pid: ID) -> None:
         try:
             with trio.move_on_after(5):
-                await self._host.disconnect(pid)
+                await self._live_host.disconnect(pid)
         except Exception:
             logger.debug("disconnect failed", exc_info=True)
 
@@ -349,15 +375,15 @@ class P2PHost:
             for peer, until in list(self._banned.items()):
                 if until <= now:
                     del self._banned[peer]
-                    self._pubsub.remove_from_blacklist(ID.from_base58(peer))
-            connected = self._host.get_connected_peers()
+                    self._live_pubsub.remove_from_blacklist(ID.from_base58(peer))
+            connected = self._live_host.get_connected_peers()
             self.metrics.peers.set(len(connected))
             connected_ids = {p.to_base58() for p in connected}
             for redial in self._redials:
                 if redial.next_at <= now and redial.addr.rsplit("/p2p/", 1)[1] not in connected_ids:
                     redial.next_at = now + redial.backoff
                     redial.backoff = min(redial.backoff * 2, 60.0)
-                    self._nursery.start_soon(self._dial_bootstrap, redial)
+                    self._live_nursery.start_soon(self._dial_bootstrap, redial)
             await trio.sleep(1.0)
 
     async def _dial_bootstrap(self, redial: _Redial) -> None:
@@ -387,17 +413,17 @@ class P2PHost:
             raise PeerUnavailable("refusing to dial ourselves")
         try:
             with trio.fail_after(self.config.dial_timeout_s):
-                await self._host.connect(info)
+                await self._live_host.connect(info)
         except Exception as exc:
             raise PeerUnavailable(f"dial {addr} failed: {exc!r}") from exc
         return info.peer_id.to_base58()
 
     def peers(self) -> list[PeerInfo]:
         self._require_running()
-        mesh = self._gossipsub.mesh.get(self.config.topic, set()) if self._gossipsub else set()
-        store = self._host.get_peerstore()
+        mesh = self._live_gossipsub.mesh.get(self.config.topic, set())
+        store = self._live_host.get_peerstore()
         out = []
-        for pid in self._host.get_connected_peers():
+        for pid in self._live_host.get_connected_peers():
             try:
                 addrs = tuple(str(a) for a in store.addrs(pid))
             except Exception:
@@ -407,7 +433,7 @@ class P2PHost:
 
     def mesh_size(self) -> int:
         self._require_running()
-        return len(self._gossipsub.mesh.get(self.config.topic, ()))
+        return len(self._live_gossipsub.mesh.get(self.config.topic, ()))
 
     async def _resolve(self, target: str) -> ID:
         if target.startswith("/"):
@@ -420,7 +446,7 @@ class P2PHost:
     async def _open(self, target: str, protocol: str):
         pid = await self._resolve(target)
         try:
-            return pid, await self._host.new_stream(pid, [TProtocol(protocol)])
+            return pid, await self._live_host.new_stream(pid, [TProtocol(protocol)])
         except trio.Cancelled:
             raise
         except Exception as exc:
@@ -440,7 +466,7 @@ class P2PHost:
         async def serve(stream) -> None:
             await self._serve_request(protocol, stream)
 
-        self._host.set_stream_handler(TProtocol(protocol), serve)
+        self._live_host.set_stream_handler(TProtocol(protocol), serve)
 
     async def _serve_request(self, protocol: str, stream) -> None:
         timeout = self.config.stream_timeout_s

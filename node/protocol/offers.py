@@ -42,7 +42,7 @@ def _make_fast_keccak256() -> Callable[[bytes], bytes] | None:
     not run on its cffi backend; the portable path is then used. The tests cross-check both against eth-utils.
     """
     try:
-        from Crypto.Hash.keccak import _raw_keccak_lib as lib
+        from Crypto.Hash.keccak import _raw_keccak_lib as lib  # type: ignore[attr-defined]
         from Crypto.Util import _raw_api
 
         if _raw_api.backend != "cffi":  # pragma: no cover - depends on the install
@@ -69,7 +69,8 @@ def _make_fast_keccak256() -> Callable[[bytes], bytes] | None:
         lib.keccak_reset(state)
         lib.keccak_absorb(state, data, len(data))
         lib.keccak_digest(state, out, 32, 0x01)
-        return buf[:]
+        digest: bytes = buf[:]
+        return digest
 
     if keccak256_fast(b"") != _keccak256_portable(b""):  # pragma: no cover - self-check
         return None
@@ -206,9 +207,9 @@ class OfferSpec:
         for value in (self.region, self.driver_version, self.cuda_version, self.interconnect):
             if type(value) is not str or not tok(value):
                 raise OfferError(f"spec tokens must be short ASCII tokens: {value!r}")
-        for value in (self.cpu_cores, self.ram_gib):
-            if type(value) is not int or not 0 <= value <= UINT32_MAX:
-                raise OfferError(f"spec.cpu_cores/ram_gib must be integers in [0, 2**32): {value!r}")
+        for number in (self.cpu_cores, self.ram_gib):
+            if type(number) is not int or not 0 <= number <= UINT32_MAX:
+                raise OfferError(f"spec.cpu_cores/ram_gib must be integers in [0, 2**32): {number!r}")
         if type(self.simulated) is not bool:
             raise OfferError("spec.simulated must be a bool")
         bench = self.benchmarks

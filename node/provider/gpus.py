@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 from node.errors import ConfigError
 
@@ -60,10 +60,11 @@ def discover_gpus(nvml: ModuleType | None = None) -> list[GpuDevice]:
     """
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError as exc:
             log.info("gpu discovery: pynvml not importable, no real GPUs", extra={"reason": str(exc)})
             return []
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...: no usable GPUs
@@ -191,7 +192,7 @@ def _checked(name: str, memory_mib: int, count: int, source: object) -> tuple[st
     return name, memory_mib, count
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

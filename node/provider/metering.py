@@ -54,7 +54,9 @@ class NvmlSampler:
     def open(cls, nvml: ModuleType | None = None) -> NvmlSampler:
         """Initialise NVML; raises whatever ``nvmlInit`` raises (callers check ``discover_gpus`` first)."""
         if nvml is None:
-            import pynvml as nvml
+            import pynvml
+
+            nvml = pynvml
         nvml.nvmlInit()
         return cls(nvml)
 
