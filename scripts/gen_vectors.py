@@ -41,9 +41,11 @@ from node.protocol import lease_messages as lm  # noqa: E402
 from node.protocol import offer_validation as ov  # noqa: E402
 from node.protocol import offers as O  # noqa: E402
 from node.protocol.checkpoint import (  # noqa: E402
+    DEFAULT_TOLERANCE,
     Checkpoint,
     LeaseView,
     SignedCheckpoint,
+    checkpoint_digest,
     sign_checkpoint,
     verify_checkpoint,
 )
@@ -62,6 +64,7 @@ ESCROW = "0x5fbdb2315678afecb367f032d93f642f64180aa3"
 OTHER_ESCROW = "0x" + "ee" * 20
 NOW = 1_700_000_000  # unix seconds of every validation below
 LEASE_ID = 42
+TOL = DEFAULT_TOLERANCE
 BOX_NONCE = bytes(range(24))
 COLLATERAL_BPS = 2_000
 MIN_FREE_STAKE = 1
@@ -485,10 +488,23 @@ START_MS = NOW * 1000
 
 
 def beat(seq: int, prev: bytes, *, gpus: int = 2, usage: hb.UsageSummary | None = None,
-         key: nacl.signing.SigningKey = PROVIDER_NODE, lease: int = LEASE_ID) -> bytes:
-    t = START_MS + 5000 * seq
+         key: nacl.signing.SigningKey = PROVIDER_NODE, lease: int = LEASE_ID, time_ms: int | None = None,
+         gpu_seconds: int | None = None) -> bytes:
+    """Beat ``seq`` of a lease started at NOW with ``gpus`` busy GPUs, one beat per 5 s unless overridden."""
+    t = START_MS + 5000 * seq if time_ms is None else time_ms
+    g = gpus * 5 * seq if gpu_seconds is None else gpu_seconds
     u = usage or hb.UsageSummary(gpus, tuple(hb.DeviceUsage(90 + i, 40_000 + i, 300 + i) for i in range(gpus)))
-    return hb.sign_heartbeat(hb.Heartbeat(lease, seq, t, gpus * 5 * seq, prev, hb.encode_usage(u)), key)
+    return hb.sign_heartbeat(hb.Heartbeat(lease, seq, t, g, prev, hb.encode_usage(u)), key)
+
+
+def chain_of(first_prev: bytes, beats: list[tuple[int, int, int]]) -> list[bytes]:
+    """Signed beats (seq, time ms, gpu seconds), each linked to the previous one."""
+    out: list[bytes] = []
+    prev = first_prev
+    for seq, t, g in beats:
+        out.append(beat(seq, prev, time_ms=t, gpu_seconds=g))
+        prev = hb.heartbeat_hash(out[-1])
+    return out
 
 
 def resign(body: bytes, key: nacl.signing.SigningKey = PROVIDER_NODE) -> bytes:
@@ -593,20 +609,43 @@ def checkpoint_vectors() -> dict[str, Any]:
             "lastHeadGpuSeconds": dec(v.last_head_gpu_seconds),
         }
 
-    def verification(name: str, scp: SignedCheckpoint, chain: str, v: LeaseView = view) -> dict[str, Any]:
-        verdict = verify_checkpoint(v, chains[chain], scp, DOMAIN, now_ms)
+    def verification(name: str, scp: SignedCheckpoint, chain: str, v: LeaseView = view,
+                     at_ms: int = now_ms) -> dict[str, Any]:
+        verdict = verify_checkpoint(v, chains[chain], scp, DOMAIN, at_ms, TOL)
         return {"name": name, "view": view_json(v), "chain": chain, "checkpoint": checkpoint_fields(scp),
-                "nowMs": dec(now_ms), "reason": verdict.reason.value if verdict.reason else None,
+                "nowMs": dec(at_ms), "reason": verdict.reason.value if verdict.reason else None,
                 "beatsCovered": verdict.beats_covered}
 
     def cp_with(**kw: Any) -> SignedCheckpoint:
         return sign_checkpoint(dataclasses.replace(cp, **kw), PROVIDER_WALLET, DOMAIN)
 
+    ms = START_MS
     chains = {
         "honest": beats,
         "broken_at_6": [*beats[:5], beat(6, b"\x01" * 32), *beats[6:]],
         "beat_4_by_stranger": [*beats[:3], resign(beats[3][:160], STRANGER_NODE), *beats[4:]],
+        "beat_2_truncated": [beats[0], beats[1][:-1], *beats[2:]],
+        "time_goes_back": chain_of(hb.ZERO_HASH, [(1, ms + 5000, 10), (2, ms + 4000, 20)]),
+        "gpu_seconds_go_back": chain_of(hb.ZERO_HASH, [(1, ms + 5000, 10), (2, ms + 10_000, 9)]),
+        "gap_16s": chain_of(hb.ZERO_HASH, [(1, ms + 5000, 10), (2, ms + 21_000, 42)]),
+        "first_beat_late": chain_of(hb.ZERO_HASH, [(1, ms + 40_000, 80), (2, ms + 45_000, 90)]),
+        "beat_in_future": chain_of(hb.ZERO_HASH, [*((i, ms + 5000 * i, 10 * i) for i in range(1, 14)),
+                                                  (14, ms + 66_001, 140)]),
+        "beat_over_claim": chain_of(hb.ZERO_HASH, [(1, ms + 5000, 10), (2, ms + 10_000, 25)]),
+        "continued": chain_of(head, [(13, ms + 65_000, 130), (14, ms + 70_000, 140)]),
     }
+    after_first = dataclasses.replace(view, last_seq=1, last_cumulative=120, last_timestamp=t_last,
+                                      last_digest=checkpoint_digest(DOMAIN, cp), last_head=head, last_head_seq=12,
+                                      last_head_time_ms=ms + 60_000, last_head_gpu_seconds=120)
+    cp2 = Checkpoint(LEASE_ID, 2, 140, hb.heartbeat_hash(chains["continued"][1]), t_last + 10)
+    now2_ms = (t_last + 11) * 1000
+
+    def head_of(chain: str, i: int = -1) -> bytes:
+        return hb.heartbeat_hash(chains[chain][i])
+
+    def cp_at(chain: str, cumulative: int, timestamp_ms: int) -> SignedCheckpoint:
+        return cp_with(heartbeat_head=head_of(chain), cumulative_gpu_seconds=cumulative,
+                       timestamp=timestamp_ms // 1000)
     verifications = [
         verification("accepted", good, "honest"),
         verification("accepted_prefix", cp_with(heartbeat_head=hb.heartbeat_hash(beats[5]), cumulative_gpu_seconds=60,
@@ -620,13 +659,39 @@ def checkpoint_vectors() -> dict[str, Any]:
         verification("bad_heartbeat_signature", good, "beat_4_by_stranger"),
         verification("head_mismatch", cp_with(heartbeat_head=b"\x02" * 32), "honest"),
         verification("lease_not_open", good, "honest", dataclasses.replace(view, accepting=False)),
+        verification("after_close", good, "honest", dataclasses.replace(view, closed_at=t_last - 1)),
+        verification("closed_at_checkpoint_time", good, "honest", dataclasses.replace(view, closed_at=t_last)),
+        verification("equivocation", good, "honest", dataclasses.replace(after_first, last_digest=b"\x07" * 32)),
+        verification("seq_replayed", good, "honest", after_first),
+        verification("timestamp_in_future", cp_with(timestamp=now_ms // 1000 + 6), "honest"),
+        verification("timestamp_skew_edge", cp_with(timestamp=now_ms // 1000 + 5), "honest"),
+        verification("timestamp_regressed", good, "honest", dataclasses.replace(view, last_timestamp=t_last + 1)),
+        verification("cumulative_decreased", good, "honest", dataclasses.replace(view, last_cumulative=121)),
+        verification("malformed_heartbeat", good, "beat_2_truncated"),
+        verification("heartbeat_out_of_order_time", cp_at("time_goes_back", 20, ms + 5000), "time_goes_back"),
+        verification("heartbeat_out_of_order_gpu", cp_at("gpu_seconds_go_back", 9, ms + 10_000),
+                     "gpu_seconds_go_back"),
+        verification("heartbeat_gap", cp_at("gap_16s", 42, ms + 21_000), "gap_16s"),
+        verification("first_beat_may_come_late", cp_at("first_beat_late", 90, ms + 45_000), "first_beat_late"),
+        verification("heartbeat_in_future", cp_at("beat_in_future", 30, ms + 60_000), "beat_in_future"),
+        verification("heartbeat_over_claim", cp_at("beat_over_claim", 25, ms + 10_000), "beat_over_claim"),
+        verification("head_time_mismatch", cp_with(heartbeat_head=hb.heartbeat_hash(beats[5]),
+                                                   cumulative_gpu_seconds=60), "honest"),
+        verification("no_new_beats_no_new_usage", cp_with(heartbeat_head=head, seq=2, cumulative_gpu_seconds=120,
+                                                          timestamp=t_last + 1), "continued", after_first, now2_ms),
+        verification("no_new_beats_new_usage", cp_with(heartbeat_head=head, seq=2, cumulative_gpu_seconds=121,
+                                                       timestamp=t_last + 1), "continued", after_first, now2_ms),
+        verification("second_checkpoint", sign_checkpoint(cp2, PROVIDER_WALLET, DOMAIN), "continued", after_first,
+                     now2_ms),
     ]
     return {
         "description": "UsageCheckpoint EIP-712 structs under keys.json's domain (signatures: struct hash, digest, "
                        "recovered signer or the recovery error), and the consumer's checkpoint verification "
-                       "(node/protocol/checkpoint.py, default tolerance) on fixed heartbeat chains.",
+                       "(node/protocol/checkpoint.py) with the given tolerance on fixed heartbeat chains.",
         "signatures": signatures,
         "chains": {k: [hx(b) for b in v] for k, v in chains.items()},
+        "tolerance": {"perGpuS": TOL.per_gpu_s, "bps": TOL.bps, "clockSkewMs": TOL.clock_skew_ms,
+                      "heartbeatIntervalMs": TOL.heartbeat_interval_ms, "maxGapIntervals": TOL.max_gap_intervals},
         "verifications": verifications,
     }
 

@@ -28,7 +28,14 @@ from node.protocol import heartbeat as hb
 from node.protocol import lease_messages as lm
 from node.protocol import offer_validation as ov
 from node.protocol import offers as O
-from node.protocol.checkpoint import Checkpoint, LeaseView, SignedCheckpoint, verify_checkpoint
+from node.protocol.checkpoint import (
+    Checkpoint,
+    LeaseView,
+    RejectReason,
+    SignedCheckpoint,
+    Tolerance,
+    verify_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "docs" / "vectors"
@@ -285,10 +292,18 @@ def view_from_json(j: dict[str, Any]) -> LeaseView:
 @pytest.mark.parametrize("v", CHECKPOINTS["verifications"], ids=ids(CHECKPOINTS["verifications"]))
 def test_checkpoint_verification_vector(v: dict[str, Any]) -> None:
     beats = [raw(b) for b in CHECKPOINTS["chains"][v["chain"]]]
+    t = CHECKPOINTS["tolerance"]
+    tol = Tolerance(per_gpu_s=t["perGpuS"], bps=t["bps"], clock_skew_ms=t["clockSkewMs"],
+                    heartbeat_interval_ms=t["heartbeatIntervalMs"], max_gap_intervals=t["maxGapIntervals"])
     verdict = verify_checkpoint(view_from_json(v["view"]), beats, checkpoint_from_fields(v["checkpoint"]), DOMAIN,
-                                int(v["nowMs"]))
+                                int(v["nowMs"]), tol)
     assert (verdict.reason.value if verdict.reason else None) == v["reason"]
     assert verdict.beats_covered == v["beatsCovered"]
+
+
+def test_checkpoint_vectors_cover_every_reason() -> None:
+    seen = {v["reason"] for v in CHECKPOINTS["verifications"]}
+    assert seen == {r.value for r in RejectReason} | {None}
 
 
 # ---------------------------------------------------------------------------------------------------------------
