@@ -1,4 +1,5 @@
-"""Wire interop with js-libp2p: a js peer joins the offer topic of a Python node and exchanges signed offers.
+"""Wire interop with js-libp2p: a js peer joins the offer topic of a Python node and exchanges signed offers; an
+independent js codec checks every test vector in docs/vectors.
 
 The js peer (tests/interop/js/subscriber.mjs) uses only standard libp2p: TCP, Noise, Yamux, identify and
 gossipsub with StrictSign and the default message ids. The Python node's validator here accepts exactly the
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -210,3 +213,40 @@ async def test_python_receives_offer_from_js_peer(py_node) -> None:
             await asyncio.sleep(0.02)
         while not node.queue.empty():
             assert node.queue.get_nowait().data == reply, "a rejected message was delivered"
+
+
+VECTORS_DIR = Path(__file__).resolve().parents[2] / "docs" / "vectors"
+
+
+def vector_count() -> int:
+    """Vectors in docs/vectors/*.json, counted the way tests/interop/js/vectors.mjs checks them."""
+
+    def load(name: str) -> dict:
+        return json.loads((VECTORS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+    cp, job, sync = load("checkpoints"), load("job_spec"), load("sync")
+    return (
+        1  # keys.json: domain, type hashes, addresses, topic
+        + len(load("offers")["vectors"]) + len(load("withdrawals")["vectors"]) + len(load("heartbeats")["vectors"])
+        + len(cp["signatures"]) + len(cp["verifications"])
+        + 1 + len(job["box"]["opens"])  # the JobSpec signature and box seal, then each opening
+        + len(load("lease_messages")["vectors"])
+        + len(sync["uvarints"]) + len(sync["requests"]) + len(sync["pages"]) + len(sync["sessions"])
+    )
+
+
+def test_js_codec_checks_every_vector() -> None:
+    """An independent JavaScript codec (written from docs/spec.md) decodes, re-encodes and verifies every vector."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node (Node.js) is not on PATH: run scripts/setup")
+    if not (JS_DIR / "node_modules" / "@noble" / "curves").is_dir():
+        pytest.fail(f"{JS_DIR / 'node_modules'} is missing: run scripts/setup")
+    proc = subprocess.run([node, str(JS_DIR / "vectors.mjs"), str(VECTORS_DIR)], cwd=JS_DIR, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "NODE_NO_WARNINGS": "1"})
+    out = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0, "js codec disagrees with the vectors:\n" + "\n".join(out[-40:]) + proc.stderr[-2000:]
+    assert out and out[-1].startswith("CHECKED "), proc.stdout[-2000:] + proc.stderr[-2000:]
+    _, checked, _, failed = out[-1].split()
+    assert int(failed) == 0
+    assert int(checked) == vector_count()
