@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from node.api.requests import BadRequest, OpenLeaseRequest, TopUpRequest, parse_lease_id, parse_limit
 from node.chain.tx import TxFailed
 from node.errors import ConfigError, NodeError, RecoverableError
 
@@ -30,7 +31,7 @@ class NodeFacade(Protocol):
     async def peers(self) -> list[dict[str, Any]]: ...
     def leases(self) -> list[dict[str, Any]]: ...
     def lease(self, lease_id: int) -> dict[str, Any] | None: ...
-    async def open_lease(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def open_lease(self, request: OpenLeaseRequest) -> dict[str, Any]: ...
     async def top_up(self, lease_id: int, amount: int) -> dict[str, Any]: ...
     async def close_lease(self, lease_id: int) -> dict[str, Any]: ...
     async def cancel_offers(self) -> dict[str, Any]: ...
@@ -83,20 +84,14 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
 
         return wrapped
 
-    async def body_json(request: web.Request) -> dict[str, Any]:
+    async def body_json(request: web.Request) -> object:
         try:
-            body = await request.json()
+            return await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError("request body must be a JSON object") from exc
-        if not isinstance(body, dict):
-            raise ValueError("request body must be a JSON object")
-        return body
+            raise BadRequest("request body must be a JSON object") from exc
 
     def lease_id(request: web.Request) -> int:
-        try:
-            return int(request.match_info["lease_id"])
-        except ValueError as exc:
-            raise ValueError("lease id must be an integer") from exc
+        return parse_lease_id(request.match_info["lease_id"])
 
     async def status(_: web.Request) -> web.Response:
         return _json(node.status())
@@ -115,15 +110,14 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
         return _json(data) if data is not None else _error(404, "no such lease")
 
     async def events(request: web.Request) -> web.Response:
-        limit = min(int(request.query.get("limit", "100")), 1000)
-        return _json({"events": node.chain_events(limit)})
+        return _json({"events": node.chain_events(parse_limit(request.query.get("limit")))})
 
     async def open_lease(request: web.Request) -> web.Response:
-        return _json(await node.open_lease(await body_json(request)), 201)
+        return _json(await node.open_lease(OpenLeaseRequest.parse(await body_json(request))), 201)
 
     async def top_up(request: web.Request) -> web.Response:
-        body = await body_json(request)
-        return _json(await node.top_up(lease_id(request), int(body["amount"])))
+        lid = lease_id(request)
+        return _json(await node.top_up(lid, TopUpRequest.parse(await body_json(request)).amount))
 
     async def close(request: web.Request) -> web.Response:
         return _json(await node.close_lease(lease_id(request)))
@@ -160,7 +154,7 @@ def make_app(node: NodeFacade, token: str, registries: tuple[CollectorRegistry, 
 
 
 _OK = {"200": {"description": "OK"}}
-_AUTH = [{"bearer": []}]
+_AUTH: list[dict[str, list[str]]] = [{"bearer": []}]
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "gpunet node API", "version": "1"},

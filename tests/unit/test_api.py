@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from node.api.requests import OpenLeaseRequest
 from node.api.server import make_app, start_api
 from node.errors import ConfigError
 
@@ -15,7 +16,8 @@ TOKEN = "s3cret-token"
 
 class FakeNode:
     def __init__(self) -> None:
-        self.opened: list[dict[str, Any]] = []
+        self.opened: list[OpenLeaseRequest] = []
+        self.topped_up: list[tuple[int, int]] = []
 
     def status(self) -> dict[str, Any]:
         return {"peer_id": "p"}
@@ -34,11 +36,12 @@ class FakeNode:
     def lease(self, lease_id: int) -> dict[str, Any] | None:
         return {"lease_id": lease_id} if lease_id == 1 else None
 
-    async def open_lease(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.opened.append(body)
+    async def open_lease(self, request: OpenLeaseRequest) -> dict[str, Any]:
+        self.opened.append(request)
         return {"lease_id": 1}
 
     async def top_up(self, lease_id: int, amount: int) -> dict[str, Any]:
+        self.topped_up.append((lease_id, amount))
         return {"lease_id": lease_id}
 
     async def close_lease(self, lease_id: int) -> dict[str, Any]:
@@ -68,15 +71,58 @@ async def test_reads_are_open(client):
     assert (await client.get("/metrics")).status == 200
 
 
+OFFER_ID = "0x" + "ab" * 32
+OPEN_BODY = {"offer_id": OFFER_ID, "gpus": 2, "deposit": "1000000000000000000000", "job": {"argv": ["true"]}}
+
+
 @pytest.mark.parametrize("path", ["/v1/leases", "/v1/leases/1/topup", "/v1/leases/1/close", "/v1/offers/cancel"])
 async def test_fund_moving_routes_need_the_token(client, path):
-    r = await client.post(path, json={"amount": 1})
+    body = OPEN_BODY if path == "/v1/leases" else {"amount": 1}
+    r = await client.post(path, json=body)
     assert r.status == 401
-    r = await client.post(path, json={"amount": 1}, headers={"Authorization": "Bearer wrong"})
+    r = await client.post(path, json=body, headers={"Authorization": "Bearer wrong"})
     assert r.status == 401
-    assert client.node.opened == []
-    r = await client.post(path, json={"amount": 1}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert client.node.opened == [] and client.node.topped_up == []
+    r = await client.post(path, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status in (200, 201)
+
+
+async def test_open_lease_body_reaches_the_node_typed(client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = await client.post("/v1/leases", json=OPEN_BODY, headers=auth)
+    assert r.status == 201
+    assert client.node.opened == [OpenLeaseRequest(bytes.fromhex("ab" * 32), 2, 10**21, {"argv": ["true"]})]
+    r = await client.post("/v1/leases/7/topup", json={"amount": "25"}, headers=auth)
+    assert r.status == 200 and client.node.topped_up == [(7, 25)]
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ([1, 2], "JSON object"),
+    ({"gpus": 1, "deposit": 1}, "offer_id"),
+    ({**OPEN_BODY, "offer_id": "0xzz"}, "offer_id"),
+    ({**OPEN_BODY, "offer_id": "0x" + "ab" * 31}, "offer_id"),
+    ({**OPEN_BODY, "gpus": None}, "gpus"),
+    ({**OPEN_BODY, "gpus": 1.5}, "gpus"),
+    ({**OPEN_BODY, "gpus": True}, "gpus"),
+    ({**OPEN_BODY, "gpus": 0}, "gpus"),
+    ({**OPEN_BODY, "deposit": "-5"}, "deposit"),
+    ({**OPEN_BODY, "deposit": "1e18"}, "deposit"),
+    ({**OPEN_BODY, "deposit": "9" * 5000}, "deposit"),
+    ({**OPEN_BODY, "deposit": [1]}, "deposit"),
+    ({**OPEN_BODY, "job": "sleep 1"}, "job"),
+])
+async def test_malformed_open_lease_bodies_are_400s_naming_the_field(client, body, field):
+    r = await client.post("/v1/leases", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 400
+    assert field in (await r.json())["error"]
+    assert client.node.opened == []
+
+
+@pytest.mark.parametrize("body", [{}, {"amount": [1]}, {"amount": {"x": 1}}, {"amount": -1}, {"amount": "0x10"}, "7"])
+async def test_malformed_top_ups_are_400s(client, body):
+    r = await client.post("/v1/leases/1/topup", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 400
+    assert client.node.topped_up == []
 
 
 async def test_bad_input_is_a_400_with_a_message(client):
@@ -89,6 +135,9 @@ async def test_bad_input_is_a_400_with_a_message(client):
     assert r.status == 400
     r = await client.post("/v1/leases/1/topup", json={}, headers=auth)
     assert r.status == 400
+    r = await client.get("/v1/events?limit=-3")
+    assert r.status == 400 and "limit" in (await r.json())["error"]
+    assert (await client.get("/v1/events?limit=5")).status == 200
 
 
 async def test_api_refuses_non_loopback_hosts():

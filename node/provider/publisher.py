@@ -1,0 +1,176 @@
+"""The provider's offer: one live offer, sized to the GPUs no lease holds, re-announced before it expires.
+
+Rules, in the order ``publish`` applies them:
+
+1. With no free GPU, every offer is withdrawn (signed withdrawal on gossip, ``cancelOffersBelow`` on-chain) and
+   nothing is offered until a lease frees GPUs.
+2. Otherwise a new offer is signed with a nonce above every earlier one (``max(previous + 1, now in ms)``), so it
+   supersedes the previous offer in every book (same slot), and is gossiped (validated locally first) before it
+   enters our own book.
+3. The previous offer is then cancelled on-chain (``cancelOffersBelow(new nonce)``) so that two offers can never
+   book the same GPUs twice. Leases opened from it stay valid; their GPUs are not offered again until freed. If the
+   cancel fails the new offer still stands and the old one expires on its own.
+
+``announce_loop`` publishes at half the offer's lifetime, and at once when ``on_capacity_change`` says GPUs were
+taken or freed by a lease of an *older* offer (the live offer's own leases are counted on-chain, and a later lease of
+the same offer is ~80k gas cheaper to open than the first lease of a new one), or when nothing is free any more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from node.chain.proxies import Staking, Token
+from node.chain.stake_view import StakeCache
+from node.chain.tx import TxResult
+from node.config import ProviderConfig
+from node.crypto.eip712 import Domain
+from node.errors import ConfigError, NodeError
+from node.market import offer_view
+from node.protocol.offers import Offer, OfferSpec, SignedOffer, gpu_model_from_name, sign_offer, spec_hash
+from node.provider.gpus import GpuDevice
+
+log = logging.getLogger(__name__)
+
+KEEP_PUBLISHED = 20
+
+
+class OfferBookPort(Protocol):
+    def encode_offer(self, so: SignedOffer) -> bytes: ...
+    def add(self, so: SignedOffer, blob: bytes) -> object: ...
+    def withdrawal_message(self, private_key: bytes, provider: bytes, nonce_below: int) -> bytes: ...
+
+
+class GossipPort(Protocol):
+    async def publish(self, data: bytes) -> None: ...
+
+
+class OfferCancelPort(Protocol):
+    async def cancel_offers_below(self, key: str, nonce: int) -> TxResult: ...
+
+
+class NonceFloorPort(Protocol):
+    def raise_nonce(self, provider: bytes, nonce: int) -> None: ...
+
+
+class OfferPublisher:
+    def __init__(self, *, config: ProviderConfig, wallet_key: bytes, address: str, domain: Domain,
+                 devices: tuple[GpuDevice, ...], book: OfferBookPort, gossip: GossipPort, escrow: OfferCancelPort,
+                 nonces: NonceFloorPort, busy_devices: Callable[[], set[int]] = set,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.wallet_key = wallet_key
+        self.provider = bytes.fromhex(address.removeprefix("0x"))
+        self.domain = domain
+        self.devices = devices
+        self.book = book
+        self.gossip = gossip
+        self.escrow = escrow
+        self.nonces = nonces
+        self.busy_devices = busy_devices
+        self.clock = clock
+        self.nonce = 0  # of the last offer or withdrawal we signed
+        self.live_offer_id: bytes | None = None
+        self.published: list[dict[str, Any]] = []  # views of the last offers, newest last
+        self.capacity_changed = asyncio.Event()
+
+    def free_devices(self) -> list[GpuDevice]:
+        busy = self.busy_devices()
+        return [d for d in self.devices if d.index not in busy]
+
+    def spec(self) -> OfferSpec:
+        d = self.devices[0]
+        ram = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) // 2**30 if hasattr(os, "sysconf") else 0
+        return OfferSpec(region=self.config.region, cpu_cores=os.cpu_count() or 1, ram_gib=int(ram),
+                         driver_version=d.driver_version or "none", cuda_version=d.cuda_driver_version or "none",
+                         interconnect="pcie", simulated=any(x.simulated for x in self.devices))
+
+    def on_capacity_change(self, offer_hash: bytes) -> None:
+        """A lease took or freed GPUs (called by the lease engine)."""
+        if self.live_offer_id is None or bytes(offer_hash) != self.live_offer_id or not self.free_devices():
+            self.capacity_changed.set()
+
+    def _next_nonce(self) -> int:
+        self.nonce = max(self.nonce + 1, int(self.clock() * 1000))
+        return self.nonce
+
+    async def publish(self) -> dict[str, Any] | None:
+        """Offer the free GPUs as the single live offer; returns its view, or None when nothing is free."""
+        if not self.devices:
+            raise ConfigError("no GPUs to offer")
+        free = self.free_devices()
+        if not free:
+            if self.nonce:
+                await self.cancel_all()
+            self.live_offer_id = None
+            return None
+        pc = self.config
+        spec = self.spec()
+        previous = self.nonce
+        offer = Offer(provider=self.provider, nonce=self._next_nonce(),
+                      gpu_model=gpu_model_from_name(free[0].name[:32]), gpu_count=len(free),
+                      vram_mib=min(d.memory_mib for d in free), price_per_gpu_second=pc.price_per_gpu_second,
+                      min_duration=pc.min_duration, max_duration=pc.max_duration,
+                      expires_at=int(self.clock()) + pc.offer_ttl, spec_hash=spec_hash(spec))
+        so = sign_offer(offer, spec, self.wallet_key, self.domain)
+        blob = self.book.encode_offer(so)
+        await self.gossip.publish(blob)  # validated locally first, so before it is in our own book
+        self.book.add(so, blob)
+        if previous:
+            try:
+                await self.escrow.cancel_offers_below(f"cancel:{offer.nonce}", offer.nonce)
+            except NodeError as exc:  # the new offer is out; the old one expires on its own
+                log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
+        self.live_offer_id = bytes(offer.struct_hash())
+        view = offer_view(offer.struct_hash(), so)
+        self.published.append(view)
+        del self.published[:-KEEP_PUBLISHED]
+        log.info("offer published", extra={"offer_id": view["offer_id"], "gpus": offer.gpu_count})
+        return view
+
+    async def cancel_all(self) -> dict[str, Any]:
+        """Withdraw every offer of ours: signed withdrawal on gossip now, ``cancelOffersBelow`` on-chain."""
+        below = self._next_nonce()
+        msg = self.book.withdrawal_message(self.wallet_key, self.provider, below)
+        try:
+            await self.gossip.publish(msg)
+        except NodeError as exc:
+            log.warning("withdrawal not gossiped", extra={"error": str(exc)[:200]})
+        self.nonces.raise_nonce(self.provider, below)
+        r = await self.escrow.cancel_offers_below(f"cancel:{below}", below)
+        return {"nonce_below": below, "tx": r.tx_hash}
+
+    async def announce_loop(self) -> None:
+        """Publish now, then at the offer's half-life or when capacity changes; runs until cancelled."""
+        while True:
+            self.capacity_changed.clear()
+            try:
+                await self.publish()
+            except Exception as exc:  # RPC or gossip trouble: try again at the next occasion
+                log.warning("offer publish failed", extra={"error": repr(exc)[:300]})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.capacity_changed.wait(), timeout=max(5.0, self.config.offer_ttl / 2))
+
+
+async def register_provider(config: ProviderConfig, address: str, staking: Staking, token: Token, staking_address: str,
+                            stakes: StakeCache, node_pub: bytes, listen_addrs: tuple[str, ...]) -> None:
+    """Top the stake up to ``config.stake`` and register the node key, as needed; fail unless then registered."""
+    if config.stake > 0:
+        have = await staking.stake_of(address)
+        if have < config.stake:
+            need = config.stake - have
+            if await token.balance(address) < need:
+                raise ConfigError(f"wallet {address} holds less than the {need} tokens needed to stake")
+            await token.ensure_allowance(f"approve-stake:{address}:{config.stake}", staking_address, need)
+            await staking.stake(f"stake:{address}:{config.stake}:{have}", need)
+    if await staking.node_key(address) != node_pub:
+        await staking.register(f"register:{address}:{node_pub.hex()[:16]}", node_pub, ",".join(listen_addrs)[:512])
+    stake = await stakes.refresh(staking, address)
+    if not stake.registered:
+        raise ConfigError("provider is not registered with enough stake (see provider.stake / minStake)")
