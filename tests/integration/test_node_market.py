@@ -65,6 +65,8 @@ async def test_unregistered_or_forged_offers_are_refused(nodes, devnet):
     assert (v.verdict.value, v.reason) == ("ignore", "provider_not_registered")
     with pytest.raises(InvalidMessage):
         await node.p2p.publish(blob)
+    # the host counted that verdict once; the status API reads the same counter
+    assert node.status()["validation"].get("ignore:provider_not_registered") == 1
     # claims to come from the registered provider but is signed by another key
     from dataclasses import replace
 
