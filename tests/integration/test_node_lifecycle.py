@@ -1,0 +1,44 @@
+"""A real node's start and stop (anvil, libp2p on loopback): a start that fails at its last step closes every part
+it had created, in reverse order; a p2p host that stops under a running node stops the node."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import replace
+
+import pytest
+
+from node.service import Node
+
+from .conftest import PROVIDER, node_config
+
+pytestmark = pytest.mark.integration
+
+
+async def test_api_port_taken_closes_every_part_already_created(devnet, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = node_config(devnet, tmp_path / "p", account=PROVIDER, provider=True)
+        node = Node(replace(cfg, api_port=port))
+        with pytest.raises(OSError):
+            await node.start()
+    sup = node.supervisor
+    assert sup.created == ["database", "chain client", "offer store", "p2p host", "lease engine"]
+    assert sup.closed == sup.created[::-1]
+    assert node.p2p.listen_addrs  # it did listen before the API step failed
+    await node.stop()
+    await node.stop()
+    assert sup.closed == sup.created[::-1]
+    again = Node(node_config(devnet, tmp_path / "p", account=PROVIDER, provider=True))  # same data dir: nothing held
+    await again.start()
+    await again.stop()
+
+
+async def test_a_p2p_host_that_stops_under_the_node_stops_the_node(nodes):
+    node = await nodes("solo")
+    await node.p2p.stop()  # the host goes away while the node runs
+    assert await asyncio.wait_for(node.wait(), 20) == "p2p host"
+    assert node.supervisor.closed == node.supervisor.created[::-1]
