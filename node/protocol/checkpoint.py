@@ -178,6 +178,62 @@ def _bound_with_slack(view: LeaseView, end_s: int, tol: Tolerance) -> int:
     return bound + tol.slack(view.gpus, bound)
 
 
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """The last verified beat of a heartbeat chain: where the next beat must attach (``seq == 0``: none yet)."""
+
+    seq: int = 0
+    hash: bytes = ZERO_HASH
+    time_ms: int = 0
+    gpu_seconds: int = 0
+
+
+NO_LINK = ChainLink()
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRules:
+    """What a beat is checked against: the lease's terms, the consumer's clock and the tolerance."""
+
+    lease_id: int
+    gpus: int
+    started_at: int  # unix s
+    hard_end: int  # unix s: min(ends_at, closed_at)
+    now_ms: int
+    tolerance: Tolerance = DEFAULT_TOLERANCE
+
+    @classmethod
+    def of(cls, view: LeaseView, now_ms: int, tolerance: Tolerance) -> ChainRules:
+        hard_end = view.ends_at if view.closed_at is None else min(view.ends_at, view.closed_at)
+        return cls(view.lease_id, view.gpus, view.started_at, hard_end, now_ms, tolerance)
+
+    def bound(self, end_s: int) -> int:
+        """Most GPU-seconds the lease can have used by ``end_s`` (capped at ``hard_end``), tolerance included."""
+        bound = self.gpus * max(0, min(end_s, self.hard_end) - self.started_at)
+        return bound + self.tolerance.slack(self.gpus, bound)
+
+
+def check_link(prev: ChainLink, hb: hbmod.Heartbeat, rules: ChainRules) -> tuple[RejectReason, str] | None:
+    """The heartbeat-chain rules (rule 8 above, after the signature): may ``hb`` follow ``prev``?
+
+    The one chain verifier: the consumer runs it on every beat it receives and again on the beats a checkpoint
+    covers. Returns ``None`` when the beat links, else the reason and a detail. The first beat of a lease is
+    compared with the lease start and exempt from the gap rule (it may come after provisioning).
+    """
+    prev_time = prev.time_ms if prev.seq else rules.started_at * 1000
+    if hb.lease_id != rules.lease_id or hb.seq != prev.seq + 1 or hb.prev_hash != prev.hash:
+        return RejectReason.CHAIN_BROKEN, f"at heartbeat seq {hb.seq}"
+    if hb.time_ms < prev_time or hb.gpu_seconds < prev.gpu_seconds:
+        return RejectReason.HEARTBEAT_OUT_OF_ORDER, f"at heartbeat seq {hb.seq}"
+    if prev.seq and hb.time_ms - prev_time > rules.tolerance.max_gap_ms:
+        return RejectReason.HEARTBEAT_GAP, f"{hb.time_ms - prev_time} ms before seq {hb.seq}"
+    if hb.time_ms > rules.now_ms + rules.tolerance.clock_skew_ms:
+        return RejectReason.HEARTBEAT_IN_FUTURE, f"at heartbeat seq {hb.seq}"
+    if hb.gpu_seconds > rules.bound(-(-hb.time_ms // 1000)):
+        return RejectReason.HEARTBEAT_OVER_CLAIM, f"at heartbeat seq {hb.seq}"
+    return None
+
+
 def verify_checkpoint(
     lease_view: LeaseView,
     heartbeats_since_last: Sequence[bytes],
@@ -236,14 +292,8 @@ def verify_checkpoint(
 
     # Heartbeat chain from the last accepted head up to the checkpoint's head.
     head = cp.heartbeat_head
-    prev_hash, prev_seq = v.last_head, v.last_head_seq
-    prev_time, prev_gpu = v.last_head_time_ms, v.last_head_gpu_seconds
-    if prev_seq == 0:
-        prev_time = v.started_at * 1000
-    first_gap_check = prev_seq != 0  # the first beat of a lease may come after provisioning
-    node_key = v.provider_node_key
-    future_limit = now_ms + tolerance.clock_skew_ms
-    max_gap = tolerance.max_gap_ms
+    rules = ChainRules.of(v, now_ms, tolerance)
+    link = ChainLink(v.last_head_seq, v.last_head, v.last_head_time_ms, v.last_head_gpu_seconds)
     covered = 0
     found = head == v.last_head
     if not found:
@@ -252,30 +302,24 @@ def verify_checkpoint(
                 return _reject(RejectReason.MALFORMED_HEARTBEAT, "wrong size", dig)
             if not signatures_checked:
                 try:
-                    crypto_sign_open(raw[BODY_SIZE:] + raw[:BODY_SIZE], node_key)
+                    crypto_sign_open(raw[BODY_SIZE:] + raw[:BODY_SIZE], v.provider_node_key)
                 except Exception:
                     return _reject(RejectReason.BAD_HEARTBEAT_SIGNATURE, f"beat #{covered + 1}", dig)
             try:
                 hb = hbmod.decode(raw[:BODY_SIZE])
             except HeartbeatError as exc:
                 return _reject(RejectReason.MALFORMED_HEARTBEAT, str(exc), dig)
-            if hb.lease_id != v.lease_id or hb.seq != prev_seq + 1 or hb.prev_hash != prev_hash:
-                return _reject(RejectReason.CHAIN_BROKEN, f"at heartbeat seq {hb.seq}", dig)
-            if hb.time_ms < prev_time or hb.gpu_seconds < prev_gpu:
-                return _reject(RejectReason.HEARTBEAT_OUT_OF_ORDER, f"at heartbeat seq {hb.seq}", dig)
-            if first_gap_check and hb.time_ms - prev_time > max_gap:
-                return _reject(RejectReason.HEARTBEAT_GAP, f"{hb.time_ms - prev_time} ms before seq {hb.seq}", dig)
-            if hb.time_ms > future_limit:
-                return _reject(RejectReason.HEARTBEAT_IN_FUTURE, f"at heartbeat seq {hb.seq}", dig)
-            if hb.gpu_seconds > _bound_with_slack(v, min(-(-hb.time_ms // 1000), hard_end), tolerance):
-                return _reject(RejectReason.HEARTBEAT_OVER_CLAIM, f"at heartbeat seq {hb.seq}", dig)
-            first_gap_check = True
+            broken = check_link(link, hb, rules)
+            if broken is not None:
+                return _reject(broken[0], broken[1], dig)
             covered += 1
-            prev_hash = keccak256(raw)
-            prev_seq, prev_time, prev_gpu = hb.seq, hb.time_ms, hb.gpu_seconds
-            if prev_hash == head:
+            link = ChainLink(hb.seq, keccak256(raw), hb.time_ms, hb.gpu_seconds)
+            if link.hash == head:
                 found = True
                 break
+    prev_time = link.time_ms if link.seq else v.started_at * 1000
+    prev_gpu = link.gpu_seconds
+    max_gap = tolerance.max_gap_ms
     if not found:
         return _reject(RejectReason.HEAD_MISMATCH, "no received heartbeat hashes to heartbeatHead", dig)
 
@@ -297,7 +341,7 @@ def verify_checkpoint(
         None,
         "",
         beats_covered=covered,
-        head_seq=prev_seq,
+        head_seq=link.seq,
         head_time_ms=prev_time,
         head_gpu_seconds=prev_gpu,
         digest=dig,

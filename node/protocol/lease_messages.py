@@ -36,7 +36,7 @@ from node.crypto import box
 from node.errors import InvalidMessage
 from node.protocol import heartbeat as hbmod
 from node.protocol.checkpoint import Checkpoint, SignedCheckpoint
-from node.protocol.lease import ReceiveCheckpoint, ReceiveHeartbeat, ReceiveJobResult
+from node.protocol.lease_state import ReceiveCheckpoint, ReceiveHeartbeat, ReceiveJobResult
 
 PROTOCOL_ID = "/gpunet/lease/1.0.0"
 WIRE_VERSION = 1
@@ -133,6 +133,24 @@ def _utf8(text: str, cap: int, what: str) -> bytes:
     if len(raw) > cap:
         raise LeaseMessageError(f"{what} longer than {cap} bytes")
     return raw
+
+
+def utf8_tail(text: str | bytes, max_bytes: int = MAX_LOG_TAIL_BYTES) -> str:
+    """The end of ``text`` that fits in ``max_bytes`` of UTF-8, cut on a character boundary.
+
+    Bytes are decoded leniently first (invalid sequences become U+FFFD). Every log tail that goes into a
+    ``JOB_RESULT`` (or is shown as one) is cut here: a character count is not a byte count.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    cut = raw[len(raw) - max_bytes :]
+    start = 0
+    while start < len(cut) and cut[start] & 0xC0 == 0x80:  # skip the continuation bytes of a split character
+        start += 1
+    return cut[start:].decode("utf-8")
 
 
 def encode_message(msg: LeaseMessage) -> bytes:

@@ -1,157 +1,122 @@
-"""Provider side of a lease: turn metering samples into the heartbeat chain and usage checkpoints.
+"""Provider side of a lease: a pure state machine over :class:`ProviderSide`, reached through ``transition``.
 
-Pure and deterministic: ed25519 and RFC 6979 ECDSA signatures are functions of key and message, so the same
-meter, samples and keys always give the same bytes. Keys are passed in per call and never stored in the state.
+Rules, per change:
 
-Billing is wall-clock GPU time: between two samples, ``min(active_gpus, gpus) x elapsed`` accrues, clipped to
-``[started_at, min(ends_at, closed_at)]``; heartbeats carry ``floor(gpu_ms / 1000)``. A checkpoint covers the
-latest beat not after its timestamp and claims exactly that beat's ``gpuSeconds``, so it always passes the
-consumer's ``UNPROVEN_USAGE`` and ``HEAD_TIME_MISMATCH`` rules (at close, at most one heartbeat interval of usage
-is left unclaimed).
+* ``ReceiveJobSpec`` (opened and authenticated by the I/O layer): the first accepted spec moves the job to
+  ``STARTING`` and emits ``StartJob``; a repeated spec changes nothing (idempotent). ``JobStarted`` /
+  ``JobStartFailed`` report the executor's answer (a refused job may be sent again); ``JobEnded`` records the
+  outcome, which the next meter tick queues as the job result (once).
+* ``ProviderTick`` (one heartbeat interval): accrue usage (only while the job runs), sign the next heartbeat and,
+  when due, the next checkpoint; once the lease is closed on-chain, cut the final checkpoint and stop metering.
+  Every message for the consumer goes to the ordered queue ``outq`` in the same state change that advances the
+  meter, so the meter and the queue are persisted before anything is sent: a provider that restarted from an
+  older meter would sign a second checkpoint with a used seq (slashable equivocation).
+* ``ReceiveAck``: the consumer took the first queued messages; they leave the queue.
+* Chain changes (after the shared rules in :mod:`node.protocol.lease`): a close fixes the meter's end and stops the
+  job; a top-up moves the meter's end; finalization releases the devices and collects the earnings.
 
-Persist the returned meter (and the ``StoreCheckpoint`` event) before sending anything: a provider that
-restarts from an older meter would sign a second checkpoint with a used seq, which is slashable equivocation.
+Metering (:mod:`node.protocol.meter`) is deterministic: ed25519 and RFC 6979 ECDSA signatures are functions of key
+and message. Keys come in per call (:class:`ProviderKeys`) and are never stored in the state.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import nacl.signing
 
 from node.crypto.eip712 import Domain
-from node.protocol.checkpoint import Checkpoint, SignedCheckpoint, sign_checkpoint
-from node.protocol.heartbeat import (
-    USAGE_SIZE,
-    ZERO_HASH,
-    Heartbeat,
-    UsageSummary,
-    encode_usage,
-    heartbeat_hash,
-    sign_heartbeat,
+from node.protocol.lease_messages import (
+    CheckpointMessage,
+    HeartbeatMessage,
+    JobResultMessage,
+    encode_message,
+    utf8_tail,
 )
-from node.protocol.lease import StoreCheckpoint
+from node.protocol.lease_state import (
+    DEFAULT_CONFIG,
+    Change,
+    ContractReceiveLeaseClosed,
+    ContractReceiveLeaseFinalized,
+    ContractReceiveLeaseOpened,
+    ContractReceiveTopUp,
+    ContractSendWithdraw,
+    Event,
+    JobEnded,
+    JobPhase,
+    JobStarted,
+    JobStartFailed,
+    LeaseConfig,
+    LeaseState,
+    LeaseStatus,
+    Ledger,
+    Notice,
+    NotifyUser,
+    OfferTerms,
+    Outgoing,
+    ProviderSide,
+    ProviderTick,
+    ReceiveAck,
+    ReceiveJobSpec,
+    ReleaseDevices,
+    Result,
+    Role,
+    SendCheckpoint,
+    SendHeartbeat,
+    SendJobResult,
+    StartJob,
+    StopJob,
+    StoreCheckpoint,
+)
+from node.protocol.meter import (
+    MAX_RECENT_BEATS,
+    BeatRef,
+    MeteringSample,
+    ProviderMeter,
+    cut_checkpoint,
+    new_meter,
+    next_heartbeat,
+    record_sample,
+    update_lease_times,
+)
 
-MAX_RECENT_BEATS = 256
+PROVIDER_CHANGES = (ProviderTick, ReceiveJobSpec, JobStarted, JobStartFailed, JobEnded, ReceiveAck)
+ProviderChange = ProviderTick | ReceiveJobSpec | JobStarted | JobStartFailed | JobEnded | ReceiveAck
 
 
 @dataclass(frozen=True, slots=True)
-class MeteringSample:
-    time_ms: int  # provider clock, unix ms
-    active_gpus: int  # GPUs the lease's job held since the previous sample
-    usage: UsageSummary | None = None  # readings to report (simulated flag included); None: all zero
+class ProviderKeys:
+    """The provider's signing keys: the node key signs heartbeats, the wallet key checkpoints."""
+
+    node_key: nacl.signing.SigningKey = field(repr=False)
+    wallet_key: bytes = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class BeatRef:
-    seq: int
-    hash: bytes
-    time_ms: int
-    gpu_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderMeter:
-    lease_id: int
-    gpus: int
-    started_at: int
-    ends_at: int
-    closed_at: int | None = None
-    gpu_ms: int = 0
-    metered_until_ms: int = 0
-    hb_seq: int = 0
-    hb_head: bytes = ZERO_HASH
-    hb_time_ms: int = 0
-    recent: tuple[BeatRef, ...] = ()  # beats not yet covered by a checkpoint
-    cp_seq: int = 0
-    cp_cumulative: int = 0
-    cp_timestamp: int = 0
-    last_cp_ms: int = 0
-
-    @property
-    def gpu_seconds(self) -> int:
-        return self.gpu_ms // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class SendHeartbeat:
-    lease_id: int
-    signed: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SendCheckpoint:
-    lease_id: int
-    signed_cp: SignedCheckpoint
-
-
-def new_meter(lease_id: int, gpus: int, started_at: int, ends_at: int) -> ProviderMeter:
-    return ProviderMeter(
-        lease_id, gpus, started_at, ends_at, metered_until_ms=started_at * 1000, last_cp_ms=started_at * 1000
+def new_provider_lease(
+    opened: ContractReceiveLeaseOpened,
+    terms: OfferTerms,
+    domain: Domain,
+    config: LeaseConfig = DEFAULT_CONFIG,
+    devices: tuple[int, ...] = (),
+) -> LeaseState:
+    """Provider side: a lease starts when its ``LeaseOpened`` log names our address."""
+    return LeaseState(
+        role=Role.PROVIDER,
+        terms=terms,
+        consumer=opened.consumer,
+        gpus=opened.gpus,
+        domain=domain,
+        ledger=Ledger(deposit=opened.deposit),
+        config=config,
+        status=LeaseStatus.OPEN,
+        lease_id=opened.lease_id,
+        price_per_gpu_second=opened.price_per_gpu_second,
+        started_at=opened.started_at,
+        ends_at=opened.ends_at,
+        provider=ProviderSide(
+            meter=new_meter(opened.lease_id, opened.gpus, opened.started_at, opened.ends_at), devices=devices
+        ),
     )
-
-
-def update_lease_times(
-    meter: ProviderMeter, *, ends_at: int | None = None, closed_at: int | None = None
-) -> ProviderMeter:
-    """Apply a top-up (``ends_at`` moves later) or the close seen on-chain."""
-    if ends_at is not None:
-        meter = replace(meter, ends_at=max(meter.ends_at, ends_at))
-    if closed_at is not None and meter.closed_at is None:
-        meter = replace(meter, closed_at=closed_at)
-    return meter
-
-
-def record_sample(meter: ProviderMeter, sample: MeteringSample) -> ProviderMeter:
-    """Accrue usage up to ``sample.time_ms``; a clock going backwards accrues nothing."""
-    end_s = meter.ends_at if meter.closed_at is None else min(meter.ends_at, meter.closed_at)
-    until = min(sample.time_ms, end_s * 1000)
-    if until <= meter.metered_until_ms:
-        return meter
-    active = max(0, min(sample.active_gpus, meter.gpus))
-    return replace(meter, gpu_ms=meter.gpu_ms + active * (until - meter.metered_until_ms), metered_until_ms=until)
-
-
-def next_heartbeat(
-    meter: ProviderMeter, sample: MeteringSample, node_key: nacl.signing.SigningKey
-) -> tuple[ProviderMeter, bytes]:
-    """Accrue ``sample`` and sign the next beat of the chain. Returns the new meter and the 224-byte beat."""
-    meter = record_sample(meter, sample)
-    time_ms = max(sample.time_ms, meter.hb_time_ms)  # beat times never go backwards
-    usage = encode_usage(sample.usage) if sample.usage is not None else bytes(USAGE_SIZE)
-    hb = Heartbeat(meter.lease_id, meter.hb_seq + 1, time_ms, meter.gpu_seconds, meter.hb_head, usage)
-    signed = sign_heartbeat(hb, node_key)
-    h = heartbeat_hash(signed)
-    recent = (*meter.recent, BeatRef(hb.seq, h, time_ms, hb.gpu_seconds))[-MAX_RECENT_BEATS:]
-    meter = replace(meter, hb_seq=hb.seq, hb_head=h, hb_time_ms=time_ms, recent=recent)
-    return meter, signed
-
-
-def cut_checkpoint(
-    meter: ProviderMeter, now_ms: int, wallet_key: bytes, domain: Domain
-) -> tuple[ProviderMeter, SignedCheckpoint | None]:
-    """Sign the next checkpoint, covering the latest beat not after its timestamp; ``None`` if nothing new."""
-    ts = max(now_ms // 1000, meter.cp_timestamp, meter.started_at)
-    if meter.closed_at is not None:
-        ts = min(ts, meter.closed_at)
-    head = None
-    for ref in reversed(meter.recent):
-        if ref.time_ms <= ts * 1000 + 1000:
-            head = ref
-            break
-    if head is None or head.gpu_seconds < meter.cp_cumulative or ts < meter.cp_timestamp:
-        return meter, None
-    cp = Checkpoint(meter.lease_id, meter.cp_seq + 1, head.gpu_seconds, head.hash, ts)
-    signed = sign_checkpoint(cp, wallet_key, domain)
-    meter = replace(
-        meter,
-        cp_seq=cp.seq,
-        cp_cumulative=cp.cumulative_gpu_seconds,
-        cp_timestamp=ts,
-        last_cp_ms=now_ms,
-        recent=tuple(r for r in meter.recent if r.seq > head.seq),
-    )
-    return meter, signed
 
 
 def provider_tick(
@@ -170,3 +135,128 @@ def provider_tick(
         if signed is not None:
             events += [StoreCheckpoint(meter.lease_id, signed, True), SendCheckpoint(meter.lease_id, signed)]
     return meter, events
+
+
+def encode_outgoing(msg: Outgoing) -> bytes:
+    """The lease-stream message for a queued send (a job result's tail is cut to fit, on a UTF-8 boundary)."""
+    if isinstance(msg, SendHeartbeat):
+        return encode_message(HeartbeatMessage(msg.lease_id, msg.signed))
+    if isinstance(msg, SendCheckpoint):
+        return encode_message(CheckpointMessage(msg.signed_cp))
+    end = msg.end
+    return encode_message(JobResultMessage(msg.lease_id, end.exit_code, utf8_tail(end.log_tail), end.simulated))
+
+
+# --------------------------------------------------------------------------------------------- rules
+
+
+def apply(state: LeaseState, change: ProviderChange, keys: ProviderKeys | None) -> Result:
+    """Apply a provider change to a lease that has a :class:`ProviderSide`."""
+    side = state.provider
+    assert side is not None, "a provider change needs a provider lease"
+    if isinstance(change, ProviderTick):
+        if keys is None:
+            raise ValueError("a provider tick needs the provider's keys")
+        return _on_meter_tick(state, side, change, keys)
+    if isinstance(change, ReceiveJobSpec):
+        return _on_job_spec(state, side, change)
+    if isinstance(change, JobStarted):
+        if side.job is not JobPhase.STARTING:
+            return state, []
+        return _with(state, replace(side, job=JobPhase.RUNNING, peer=change.peer)), []
+    if isinstance(change, JobStartFailed):
+        if side.job is not JobPhase.STARTING:
+            return state, []
+        return _with(state, replace(side, job=JobPhase.NONE, job_error=change.reason)), []
+    if isinstance(change, JobEnded):
+        if side.outcome is not None:
+            return state, []
+        return _with(state, replace(side, job=JobPhase.ENDED, outcome=change.end)), []
+    return _with(state, replace(side, outq=side.outq[max(0, change.count) :])), []
+
+
+def _with(state: LeaseState, side: ProviderSide) -> LeaseState:
+    return replace(state, provider=side)
+
+
+def _on_job_spec(state: LeaseState, side: ProviderSide, c: ReceiveJobSpec) -> Result:
+    if state.status >= LeaseStatus.CLOSING:
+        return state, [NotifyUser(state.lease_id, Notice.IGNORED, "job spec for a closing lease")]
+    if side.job is not JobPhase.NONE:
+        return state, []  # already started: the consumer sent it again
+    side = replace(side, job=JobPhase.STARTING, job_error="")
+    return _with(state, side), [StartJob(state.lease_id, c.job, side.devices, c.peer)]
+
+
+def _on_meter_tick(state: LeaseState, side: ProviderSide, t: ProviderTick, keys: ProviderKeys) -> Result:
+    if side.final_sent:
+        return state, []
+    lid = state.lease_id
+    now = t.now_ms
+    meter = side.meter
+    sample = MeteringSample(now, meter.gpus if t.job_running else 0, t.usage)
+    meter, produced = provider_tick(meter, sample, keys.node_key, keys.wallet_key, state.domain,
+                                    t.checkpoint_interval_ms)
+    final_sent = False
+    if meter.closed_at is not None:  # the lease is closed: prove the rest now, then stop metering
+        meter, cp = cut_checkpoint(meter, now, keys.wallet_key, state.domain)
+        if cp is not None:
+            produced += [StoreCheckpoint(lid, cp, True), SendCheckpoint(lid, cp)]
+        final_sent = True
+    sends: list[Outgoing] = [ev for ev in produced if isinstance(ev, SendHeartbeat | SendCheckpoint)]
+    result_sent = side.result_sent
+    if side.outcome is not None and not result_sent:
+        sends.append(SendJobResult(lid, side.outcome))
+        result_sent = True
+    side = replace(
+        side,
+        meter=meter,
+        final_sent=final_sent,
+        result_sent=result_sent,
+        outq=side.outq + tuple(encode_outgoing(m) for m in sends),
+    )
+    events: list[Event] = [ev for ev in produced if isinstance(ev, StoreCheckpoint)]
+    return replace(state, provider=side, now_ms=max(state.now_ms, now)), events
+
+
+def follow_chain(before: LeaseState, state: LeaseState, change: Change) -> Result:
+    """The provider's part of a chain change, after the shared rules moved ``before`` to ``state``."""
+    side = state.provider
+    if side is None:
+        return state, []
+    events: list[Event] = []
+    if isinstance(change, ContractReceiveLeaseClosed) and change.lease_id == state.lease_id:
+        side = replace(side, meter=update_lease_times(side.meter, closed_at=change.closed_at))
+        if side.job in (JobPhase.STARTING, JobPhase.RUNNING):
+            events.append(StopJob(state.lease_id))
+    elif isinstance(change, ContractReceiveTopUp) and change.lease_id == state.lease_id:
+        side = replace(side, meter=update_lease_times(side.meter, ends_at=change.ends_at))
+    elif isinstance(change, ContractReceiveLeaseFinalized) and before.status < LeaseStatus.FINALIZED <= state.status:
+        events += [
+            ReleaseDevices(state.lease_id, state.terms.offer_hash, side.devices),
+            ContractSendWithdraw(state.lease_id),
+        ]
+    return _with(state, side), events
+
+
+__all__ = [
+    "MAX_RECENT_BEATS",
+    "PROVIDER_CHANGES",
+    "BeatRef",
+    "MeteringSample",
+    "ProviderChange",
+    "ProviderKeys",
+    "ProviderMeter",
+    "SendCheckpoint",
+    "SendHeartbeat",
+    "apply",
+    "cut_checkpoint",
+    "encode_outgoing",
+    "follow_chain",
+    "new_meter",
+    "new_provider_lease",
+    "next_heartbeat",
+    "provider_tick",
+    "record_sample",
+    "update_lease_times",
+]

@@ -10,6 +10,9 @@ Versions:
   2. lease rows, outbox events and checkpoints are JSON (``node.storage.codec``); the lease row holds
      ``{"state", "meter", "peer", "devices", "outq", "result_sent", "final_sent"}``, an outbox event is tagged
      ``{"type", "data"}`` and a checkpoint row holds a ``SignedCheckpoint``.
+  3. the lease row is the ``LeaseState`` itself, in named parts: ``ledger`` (money), ``beats`` (the consumer's
+     verified heartbeat chain), ``counters``, and ``provider`` (meter, devices, the consumer's peer, the job, the
+     outgoing queue and its flags; ``null`` for a consumer lease).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 from node.errors import UnrecoverableError
 from node.storage import legacy_v1
 
-CURRENT_VERSION = 2
+CURRENT_VERSION = 3
 
 
 class SchemaTooNew(UnrecoverableError, RuntimeError):
@@ -49,9 +53,52 @@ def _v1_to_v2(c: sqlite3.Connection) -> None:
                   (_dump(legacy_v1.to_v2(legacy_v1.read_pickle(blob))), rowid))
 
 
+_ZERO_HASH = "0x" + "00" * 32
+_LEDGER = ("deposit", "settled_seq", "settled_cumulative", "paid", "fees", "refund", "pending_settlement",
+           "last_settle_sent_ms", "last_settle_sent_seq", "settle_blocked_until_ms", "topup_in_flight",
+           "topup_notified_for_ends_at")
+_COUNTERS = ("consecutive_rejections", "rejected_total", "accepted_total", "heartbeats_accepted",
+             "heartbeats_rejected")
+_SHARED = ("role", "terms", "consumer", "gpus", "domain", "config", "status", "lease_id", "price_per_gpu_second",
+           "started_at", "ends_at", "closed_at", "now_ms", "job_spec_hash", "close_reason")
+
+
+def lease_row_v2_to_v3(row: dict[str, Any]) -> dict[str, Any]:
+    """A v2 lease row (``{"state", "meter", ...}``) as a v3 ``LeaseState`` (pure: JSON in, JSON out)."""
+    s = row["state"]
+    acc = s["last_accepted"]
+    state = {k: s[k] for k in _SHARED}
+    state["ledger"] = {k: s[k] for k in _LEDGER}
+    state["counters"] = {k: s[k] for k in _COUNTERS}
+    state["beats"] = {
+        "last_accepted": acc,
+        "accepted_digest": s["accepted_digest"],
+        "head": {"seq": s["accepted_head_seq"], "hash": acc["checkpoint"]["heartbeat_head"] if acc else _ZERO_HASH,
+                 "time_ms": s["accepted_head_time_ms"], "gpu_seconds": s["accepted_head_gpu_seconds"]},
+        "tip": {"seq": s["tip_seq"], "hash": s["tip_hash"], "time_ms": s["tip_time_ms"],
+                "gpu_seconds": s["tip_gpu_seconds"]},
+        "pending": s["pending_beats"],
+        "last_beat_at_ms": s["last_beat_at_ms"],
+        "silence_notified": s["silence_notified"],
+    }
+    state["provider"] = None
+    if row["meter"] is not None:  # the job itself never survives a restart: it is not running any more
+        state["provider"] = {"meter": row["meter"], "devices": row["devices"], "peer": row["peer"], "job": "NONE",
+                             "job_error": "", "outcome": None, "result_sent": row["result_sent"],
+                             "final_sent": row["final_sent"], "outq": row["outq"]}
+    return state
+
+
+def _v2_to_v3(c: sqlite3.Connection) -> None:
+    for lease_id, role, text in c.execute("SELECT lease_id, role, state FROM leases").fetchall():
+        c.execute("UPDATE leases SET state = ? WHERE lease_id = ? AND role = ?",
+                  (_dump(lease_row_v2_to_v3(json.loads(text))), lease_id, role))
+
+
 # from-version -> the migration to from-version + 1, in order
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
+    2: _v2_to_v3,
 }
 
 

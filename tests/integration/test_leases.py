@@ -97,8 +97,9 @@ async def test_forged_overclaiming_and_replayed_checkpoints_are_rejected_never_s
     await until(lambda: consumer.lease(lid)["accepted_seq"] >= 1, 20, "a first honest checkpoint")
     # the honest provider goes quiet (its queue drains first) so that crafted reports below do not race its own
     prec = provider.engine.leases[(lid, "provider")]
-    prec.peer = None
-    await until(lambda: not prec.outq and consumer.lease(lid)["accepted_seq"] == prec.meter.cp_seq, 20,
+    prec.serving.cancel()
+    await until(lambda: not prec.state.provider.outq
+                and consumer.lease(lid)["accepted_seq"] == prec.state.provider.meter.cp_seq, 20,
                 "the provider's queue to drain")
     honest = consumer.lease(lid)
     domain = eip712.Domain(devnet.deployment.chain_id, devnet.deployment.escrow)
@@ -107,7 +108,7 @@ async def test_forged_overclaiming_and_replayed_checkpoints_are_rejected_never_s
 
     async def deliver(cp: Checkpoint, key: bytes, sender: str = peer) -> object:
         body = encode_message(CheckpointMessage(sign_checkpoint(cp, key, domain)))
-        return decode_message(await consumer.engine._on_lease_message(sender, body))
+        return decode_message(await consumer.engine.on_lease_message(sender, body))
 
     # from a node that is not the lease's provider: refused outright, nothing stored
     reply = await deliver(Checkpoint(lid, 99, 1, b"\x00" * 32, now), devnet_key(PROVIDER), sender="12D3KooWFake")

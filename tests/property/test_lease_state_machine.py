@@ -94,8 +94,8 @@ class ConsumerLease(RuleBasedStateMachine):
         before = self.state
         self.state, events = transition(self.state, change)
         assert self.state.status >= before.status
-        if self.state.settled_seq != before.settled_seq:
-            assert self.state.settled_seq > before.settled_seq
+        if self.state.ledger.settled_seq != before.ledger.settled_seq:
+            assert self.state.ledger.settled_seq > before.ledger.settled_seq
         for ev in events:
             if isinstance(ev, StoreCheckpoint) and ev.accepted:
                 cp = ev.signed_cp.checkpoint
@@ -148,21 +148,21 @@ class ConsumerLease(RuleBasedStateMachine):
     @rule(extra=st.integers(1, 10_000), chained=st.booleans())
     def over_claiming_beat(self, extra, chained):
         s = self.state
-        prev = s.tip_hash if chained else keccak(b"fork")
-        seq = s.tip_seq + 1
+        prev = s.beats.tip.hash if chained else keccak(b"fork")
+        seq = s.beats.tip.seq + 1
         if seq == 1:
             prev = bytes(32)
-        hb = Heartbeat(LEASE, seq, max(self.now, s.tip_time_ms), s.tip_gpu_seconds + extra, prev)
+        hb = Heartbeat(LEASE, seq, max(self.now, s.beats.tip.time_ms), s.beats.tip.gpu_seconds + extra, prev)
         self.apply(ReceiveHeartbeat(sign_heartbeat(hb, NODE), self.now))
 
     @rule(extra=st.integers(0, 5_000), seq_delta=st.sampled_from([-1, 0, 1, 1, 1, 2]), forged=st.booleans())
     def malicious_checkpoint(self, extra, seq_delta, forged):
         s = self.state
-        seq = max(s.accepted_seq, s.settled_seq) + seq_delta
+        seq = max(s.accepted_seq, s.ledger.settled_seq) + seq_delta
         if seq < 0:
             return
-        cum = max(s.accepted_cumulative, s.settled_cumulative) + extra
-        cp = Checkpoint(LEASE, seq, cum, s.tip_hash, self.now // 1000)
+        cum = max(s.accepted_cumulative, s.ledger.settled_cumulative) + extra
+        cp = Checkpoint(LEASE, seq, cum, s.beats.tip.hash, self.now // 1000)
         signed = sign_checkpoint(cp, FORGER_WALLET if forged else WALLET, DOMAIN)
         self.apply(ReceiveCheckpoint(signed, self.now))
 
@@ -174,7 +174,7 @@ class ConsumerLease(RuleBasedStateMachine):
     @rule()
     def forged_beat(self):
         s = self.state
-        hb = Heartbeat(LEASE, s.tip_seq + 1, self.now, s.tip_gpu_seconds, s.tip_hash if s.tip_seq else bytes(32))
+        hb = Heartbeat(LEASE, s.beats.tip.seq + 1, self.now, s.beats.tip.gpu_seconds, s.beats.tip.hash if s.beats.tip.seq else bytes(32))
         self.apply(ReceiveHeartbeat(sign_heartbeat(hb, FORGER_NODE), self.now))
 
     # ----------------------------------------------------------------------------------- user, time, chain
@@ -242,7 +242,7 @@ class ConsumerLease(RuleBasedStateMachine):
         assert self.outstanding <= PRICE * self.max_accepted_cum
         assert self.outstanding <= self.chain_deposit
         assert self.chain_paid <= PRICE * self.max_accepted_cum
-        assert self.state.paid == self.chain_paid
+        assert self.state.ledger.paid == self.chain_paid
 
     @invariant()
     def status_only_moves_forward(self):
@@ -251,9 +251,9 @@ class ConsumerLease(RuleBasedStateMachine):
 
     @invariant()
     def settled_seq_strictly_increasing(self):
-        assert self.state.settled_seq >= self.last_settled_seq
-        self.last_settled_seq = self.state.settled_seq
-        assert self.state.settled_seq == self.chain_settled_seq
+        assert self.state.ledger.settled_seq >= self.last_settled_seq
+        self.last_settled_seq = self.state.ledger.settled_seq
+        assert self.state.ledger.settled_seq == self.chain_settled_seq
 
     @invariant()
     def finalized_only_after_close(self):

@@ -55,9 +55,10 @@ def test_round_trip_is_exact_and_readable():
 def test_lease_state_with_checkpoint_round_trips():
     cp = SignedCheckpoint(Checkpoint(7, 3, 99, b"\x11" * 32, 1_700_000_000), b"\x22" * 65)
     terms = L.OfferTerms(b"\x01" * 32, "0x" + "ab" * 20, b"\x02" * 32, 10**12, 3600)
-    state = L.LeaseState(role=L.Role.CONSUMER, terms=terms, consumer="0x" + "cd" * 20, gpus=2, deposit=10**18,
-                         domain=Domain(31337, "0x" + "ef" * 20), status=L.LeaseStatus.OPEN, last_accepted=cp,
-                         pending_beats=(b"a", b"b"), close_reason=L.CloseReason.USER)
+    state = L.LeaseState(role=L.Role.CONSUMER, terms=terms, consumer="0x" + "cd" * 20, gpus=2,
+                         ledger=L.Ledger(deposit=10**18), domain=Domain(31337, "0x" + "ef" * 20),
+                         status=L.LeaseStatus.OPEN, beats=L.BeatChain(last_accepted=cp, pending=(b"a", b"b")),
+                         close_reason=L.CloseReason.USER)
     back = codec.loads(L.LeaseState, codec.dumps(state))
     assert back == state and back.domain.separator == state.domain.separator
 

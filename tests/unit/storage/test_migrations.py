@@ -14,7 +14,7 @@ import nacl.signing
 import pytest
 
 from node.crypto import eip712
-from node.leases import EVENT_TYPES, LeaseEngine, PersistedLease
+from node.leases import EVENT_TYPES, LeaseEngine, LeaseRecord, PersistedLease
 from node.protocol import lease as L
 from node.protocol.checkpoint import SignedCheckpoint
 from node.storage import codec
@@ -60,16 +60,18 @@ def test_schema_1_consumer_migrates_to_exact_typed_state(tmp_path):
     assert user_version(path) == CURRENT_VERSION
     store = LeaseStore(db, PersistedLease, EVENT_TYPES)
     [lease] = store.load()
-    s = lease.state
+    s = lease
     assert (s.role, s.status, s.lease_id, s.gpus, s.consumer) == (L.Role.CONSUMER, L.LeaseStatus.OPEN, 1, 2, CONSUMER)
     assert s.terms.provider == PROVIDER and len(s.terms.offer_hash) == 32
     assert s.domain == eip712.Domain(31337, s.domain.verifying_contract)
-    assert s.accepted_total == 2 and s.last_accepted is not None and s.last_accepted.checkpoint.seq == 2
-    assert s.settled_seq >= 1 and s.paid == s.price_per_gpu_second * s.settled_cumulative
-    assert lease.meter is None and lease.peer and lease.peer.startswith("12D3KooW")
+    acc = s.beats.last_accepted
+    assert s.counters.accepted_total == 2 and acc is not None and acc.checkpoint.seq == 2
+    assert s.beats.head.hash == acc.checkpoint.heartbeat_head and s.beats.tip.seq >= s.beats.head.seq > 0
+    assert s.ledger.settled_seq >= 1 and s.ledger.paid == s.price_per_gpu_second * s.ledger.settled_cumulative
+    assert lease.provider is None and LeaseRecord(lease).peer.startswith("12D3KooW")
     pending = store.pending()
     assert [type(p.event).__name__ for p in pending] == ["StoreCheckpoint", "ContractSendSettle"]
-    assert pending[1].event.signed_cp == s.last_accepted
+    assert pending[1].event.signed_cp == acc
     # every outbox row and checkpoint row is JSON now, and decodes
     rows = db.query("SELECT event FROM lease_outbox")
     assert len(rows) == 13 and all(codec.loads_tagged(r["event"], EVENT_TYPES) for r in rows)
@@ -83,10 +85,12 @@ def test_schema_1_consumer_migrates_to_exact_typed_state(tmp_path):
 def test_schema_1_provider_migrates_with_its_meter(tmp_path):
     db = Database(copy_fixture(tmp_path, "provider"))
     [lease] = LeaseStore(db, PersistedLease, EVENT_TYPES).load()
-    assert lease.state.role is L.Role.PROVIDER and lease.state.status is L.LeaseStatus.OPEN
-    m = lease.meter
-    assert m is not None and (m.lease_id, m.gpus, m.hb_seq, m.cp_seq) == (1, 2, 7, 2)
-    assert len(m.hb_head) == 32 and lease.devices == (0, 1) and lease.outq == ()
+    assert lease.role is L.Role.PROVIDER and lease.status is L.LeaseStatus.OPEN
+    side = lease.provider
+    assert side is not None and side.job is L.JobPhase.NONE  # a job never survives a restart
+    m = side.meter
+    assert (m.lease_id, m.gpus, m.hb_seq, m.cp_seq) == (1, 2, 7, 2)
+    assert len(m.hb_head) == 32 and side.devices == (0, 1) and side.outq == ()
 
 
 class _Refusing:
@@ -100,9 +104,10 @@ class _Refusing:
 
 
 def _engine(db: Database, address: str) -> LeaseEngine:
-    chain = SimpleNamespace(address=address, c=SimpleNamespace(escrow=None, token=None, staking=None))
-    return LeaseEngine(db=db, chain=chain, domain=eip712.Domain(31337, "0x" + "00" * 20), wallet_key=b"\x01" * 32,
-                       node_signing_key=nacl.signing.SigningKey(b"\x02" * 32), p2p=_Refusing(),
+    chain = SimpleNamespace(address=address)
+    return LeaseEngine(db=db, chain=chain, escrow=None, token=None, transport=_Refusing(),
+                       domain=eip712.Domain(31337, "0x" + "00" * 20), wallet_key=b"\x01" * 32,
+                       node_signing_key=nacl.signing.SigningKey(b"\x02" * 32),
                        offer_lookup=lambda _: None, node_key_lookup=lambda _: None,
                        refresh_node_key=lambda _: None, settlement_window=3, heartbeat_interval=0.05,
                        checkpoint_interval=10, settle_interval=10, tick_interval=10)
@@ -118,7 +123,7 @@ async def test_schema_1_consumer_resumes_and_carries_out_what_the_crash_left(tmp
         # the two events left pending were carried out once: checkpoint 2 stored, its settlement queued
         assert [(r["seq"], r["status"]) for r in db.query("SELECT seq, status FROM checkpoints ORDER BY seq")] == [
             (1, "accepted"), (2, "accepted")]
-        assert engine._settle_queue[1].signed_cp.checkpoint.seq == 2
+        assert engine.runner.settlements[1].signed_cp.checkpoint.seq == 2
         assert db.query("SELECT count(*) AS n FROM lease_outbox WHERE done = 0")[0]["n"] == 0
     finally:
         await engine.stop()
@@ -132,10 +137,10 @@ async def test_schema_1_provider_resumes_metering(tmp_path):
         rec = engine.leases[(1, "provider")]
         assert engine.busy_devices() == {0, 1}
         for _ in range(200):  # the resumed serving loop signs the next beat on top of the stored chain
-            if rec.meter is not None and rec.meter.hb_seq > 7:
+            if rec.state.provider is not None and rec.state.provider.meter.hb_seq > 7:
                 break
             await asyncio.sleep(0.02)
-        assert rec.meter is not None and rec.meter.hb_seq > 7 and rec.outq
+        assert rec.state.provider is not None and rec.state.provider.meter.hb_seq > 7 and rec.state.provider.outq
     finally:
         await engine.stop()
 

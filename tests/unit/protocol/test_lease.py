@@ -159,10 +159,10 @@ def test_happy_path_verify_settle_close_finalize():
     assert of(events, StoreCheckpoint) == [StoreCheckpoint(LEASE, cp1, True)]
     (settle,) = of(events, ContractSendSettle)
     assert settle.signed_cp == cp1 and settle.amount == PRICE * 120
-    assert state.pending_beats == () and state.pending_settlement is not None
+    assert state.beats.pending == () and state.ledger.pending_settlement is not None
 
     state, events = transition(state, ContractReceiveLeaseSettled(LEASE, 1, 120, PRICE * 120, 12))
-    assert state.settled_seq == 1 and state.paid == PRICE * 120 and state.pending_settlement is None
+    assert state.ledger.settled_seq == 1 and state.ledger.paid == PRICE * 120 and state.ledger.pending_settlement is None
 
     state, events, cp2 = run_minute(state, provider, 60, 120)
     (settle,) = of(events, ContractSendSettle)
@@ -190,8 +190,8 @@ def test_happy_path_verify_settle_close_finalize():
     state, events = transition(state, TimerTick((START + 121 + 3_600) * 1000))
     assert of(events, ContractSendFinalize) == [ContractSendFinalize(LEASE)]
     assert state.status is LeaseStatus.FINALIZING
-    state, events = transition(state, ContractReceiveLeaseFinalized(LEASE, DEPOSIT - state.paid))
-    assert state.status is LeaseStatus.FINALIZED and state.refund == DEPOSIT - state.paid
+    state, events = transition(state, ContractReceiveLeaseFinalized(LEASE, DEPOSIT - state.ledger.paid))
+    assert state.status is LeaseStatus.FINALIZED and state.ledger.refund == DEPOSIT - state.ledger.paid
 
 
 # ------------------------------------------------------------------------------------------ heartbeats
@@ -203,27 +203,27 @@ def test_heartbeat_rejections_do_not_advance_the_tip():
     b1 = provider.beat((START + 5) * 1000)
     b2 = provider.beat((START + 10) * 1000)
     state, events = transition(state, ReceiveHeartbeat(b2, (START + 10) * 1000))  # out of order
-    assert state.tip_seq == 0 and state.heartbeats_rejected == 1
+    assert state.beats.tip.seq == 0 and state.counters.heartbeats_rejected == 1
     assert of(events, NotifyUser)[0].notice is Notice.HEARTBEAT_REJECTED
     forged = sign_heartbeat(Heartbeat(LEASE, 1, (START + 5) * 1000, 10, bytes(32)), SigningKey(b"\x02" * 32))
     state, _ = transition(state, ReceiveHeartbeat(forged, (START + 5) * 1000))
-    assert state.heartbeats_rejected == 2 and state.tip_seq == 0
+    assert state.counters.heartbeats_rejected == 2 and state.beats.tip.seq == 0
     state, events = transition(state, ReceiveHeartbeat(b1, (START + 5) * 1000))
-    assert state.tip_seq == 1 and of(events, StoreHeartbeat)
+    assert state.beats.tip.seq == 1 and of(events, StoreHeartbeat)
     state, events = transition(state, ReceiveHeartbeat(b1, (START + 6) * 1000))  # duplicate: silent
-    assert events == [] and state.tip_seq == 1
+    assert events == [] and state.beats.tip.seq == 1
     future = Provider()
     fb = future.beat((START + 100) * 1000)
     fresh = make_open()
     fresh, _ = transition(fresh, ReceiveHeartbeat(fb, (START + 10) * 1000))
-    assert fresh.heartbeats_rejected == 1
+    assert fresh.counters.heartbeats_rejected == 1
 
 
 def test_heartbeat_before_open_is_ignored():
     state, _ = transition(None, ActionOpenLease(TERMS, CONSUMER, GPUS, DEPOSIT, DOMAIN))
     beat = Provider().beat((START + 5) * 1000)
     state2, events = transition(state, ReceiveHeartbeat(beat, (START + 5) * 1000))
-    assert state2.tip_seq == 0 and of(events, NotifyUser)[0].notice is Notice.IGNORED
+    assert state2.beats.tip.seq == 0 and of(events, NotifyUser)[0].notice is Notice.IGNORED
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -237,7 +237,7 @@ def test_rejected_checkpoint_is_stored_with_reason_and_not_settled():
     (stored,) = of(events, StoreCheckpoint)
     assert not stored.accepted and stored.reason is RejectReason.SEQ_REPLAYED
     assert of(events, ContractSendSettle) == []
-    assert state.consecutive_rejections == 1 and state.rejected_total == 1
+    assert state.counters.consecutive_rejections == 1 and state.counters.rejected_total == 1
 
 
 def test_equivocation_is_flagged():
@@ -267,7 +267,7 @@ def test_an_accepted_checkpoint_resets_the_rejection_streak():
     state, _ = transition(state, ReceiveCheckpoint(bad, (START + 20) * 1000))
     state, _ = transition(state, ReceiveCheckpoint(bad, (START + 20) * 1000))
     state, _, _ = run_minute(state, Provider(), 0, 60)
-    assert state.consecutive_rejections == 0 and state.status is LeaseStatus.OPEN
+    assert state.counters.consecutive_rejections == 0 and state.status is LeaseStatus.OPEN
 
 
 def test_settle_interval_batches_and_one_settlement_in_flight():
@@ -290,7 +290,7 @@ def test_settle_failure_frees_the_slot_for_a_retry():
     state = make_open()
     state, events, cp = run_minute(state, Provider(), 0, 60)
     state, events = transition(state, ContractReceiveSettleFailed(LEASE, 1, "reverted"))
-    assert state.pending_settlement is None and of(events, NotifyUser)[0].notice is Notice.SETTLE_FAILED
+    assert state.ledger.pending_settlement is None and of(events, NotifyUser)[0].notice is Notice.SETTLE_FAILED
     state, events = transition(state, TimerTick((START + 61) * 1000 + 29_000))
     assert of(events, ContractSendSettle) == []  # backing off
     state, events = transition(state, TimerTick((START + 61) * 1000 + 30_000))
@@ -309,7 +309,7 @@ def test_no_settlement_after_the_settlement_window():
 
 def test_settlement_is_capped_by_the_remaining_deposit():
     state = make_open()
-    state = dataclasses.replace(state, paid=DEPOSIT - 50)
+    state = dataclasses.replace(state, ledger=dataclasses.replace(state.ledger, paid=DEPOSIT - 50))
     state, events, _ = run_minute(state, Provider(), 0, 60)
     assert of(events, ContractSendSettle)[0].amount == 50
 
@@ -317,7 +317,7 @@ def test_settlement_is_capped_by_the_remaining_deposit():
 def test_settlement_sent_by_someone_else_moves_the_baseline():
     state = make_open()
     state, events = transition(state, ContractReceiveLeaseSettled(LEASE, 4, 50, 500))
-    assert state.settled_seq == 4 and state.settled_cumulative == 50
+    assert state.ledger.settled_seq == 4 and state.ledger.settled_cumulative == 50
     assert of(events, NotifyUser)[0].notice is Notice.SETTLED_ELSEWHERE
     state2, events = transition(state, ContractReceiveLeaseSettled(LEASE, 4, 50, 500))  # replay
     assert state2 == state and events == []
@@ -329,14 +329,14 @@ def test_settlement_sent_by_someone_else_moves_the_baseline():
 def test_topup_action_and_chain_event():
     state = make_open()
     state, events = transition(state, ActionTopUp(1_000))
-    assert events == [ContractSendTopUp(LEASE, 1_000)] and state.topup_in_flight == 1_000
+    assert events == [ContractSendTopUp(LEASE, 1_000)] and state.ledger.topup_in_flight == 1_000
     state, _ = transition(state, ContractReceiveTopUp(LEASE, 1_000, DEPOSIT + 1_000, START + 650))
-    assert state.deposit == DEPOSIT + 1_000 and state.ends_at == START + 650 and state.topup_in_flight == 0
+    assert state.deposit == DEPOSIT + 1_000 and state.ends_at == START + 650 and state.ledger.topup_in_flight == 0
     state, events = transition(state, ActionTopUp(0))
     assert of(events, NotifyUser)[0].notice is Notice.IGNORED
     state, _ = transition(state, ActionTopUp(5))
     state, events = transition(state, ContractReceiveTopUpFailed(LEASE, 5, "cap"))
-    assert state.topup_in_flight == 0
+    assert state.ledger.topup_in_flight == 0
 
 
 def test_timer_suggests_top_up_once_then_closes_when_exhausted():
@@ -415,4 +415,4 @@ def test_provider_role_follows_the_chain_and_closes_at_the_end():
     _, events = transition(state, ReceiveHeartbeat(beat, 0))
     assert of(events, NotifyUser)[0].notice is Notice.IGNORED
     state, _ = transition(state, ContractReceiveLeaseSettled(LEASE, 1, 100, 1_000))
-    assert state.paid == 1_000 and state.settled_seq == 1
+    assert state.ledger.paid == 1_000 and state.ledger.settled_seq == 1

@@ -1,0 +1,200 @@
+"""The lease engine: the façade the node and its API use. It assembles the parts and routes inputs to them:
+
+* :class:`~node.leases.dispatcher.Dispatcher` -- runs the pure ``transition`` (``node.protocol.lease``) and stores
+  the state with its events (the outbox) before anything happens;
+* :class:`~node.leases.effects.EffectRunner` -- carries out the events, one handler per event type;
+* :class:`~node.leases.consumer.ConsumerDriver` and :class:`~node.leases.provider.ProviderDriver` -- one per role;
+* :class:`~node.leases.settlement.Settlements` -- batches the consumer's due settlements;
+* :mod:`node.leases.chain_events` -- what an escrow log means for our leases; :mod:`node.leases.views` -- API dicts.
+
+The outside world comes in through the ports of :mod:`node.leases.ports` (peers, escrow, token, chain clock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import nacl.signing
+
+from node.chain.events import ChainEvent
+from node.crypto import eip712
+from node.errors import InvalidMessage
+from node.leases.chain_events import AdoptConsumerOpen, AdoptProviderLease, lease_updates
+from node.leases.consumer import ConsumerDriver, NodeKeyLookup, NodeKeyRefresh, OfferLookup, error_reply
+from node.leases.dispatcher import Dispatcher
+from node.leases.effects import EffectRunner
+from node.leases.ports import ChainPort, Clock, EscrowPort, PeerTransport, TokenPort, wall_clock_ms
+from node.leases.provider import ProviderDriver
+from node.leases.records import LeaseNotFound, LeaseRecord
+from node.leases.settlement import Settlements
+from node.leases.tasks import Tasks
+from node.leases.views import lease_detail, lease_view
+from node.protocol import lease as L
+from node.protocol.checkpoint import Tolerance
+from node.protocol.lease_messages import (
+    PROTOCOL_ID,
+    AckMessage,
+    ErrorCode,
+    ErrorMessage,
+    JobSpecMessage,
+    MsgType,
+    decode_message,
+)
+from node.protocol.provider_lease import ProviderKeys
+from node.provider.executor import Executor
+from node.provider.gpus import GpuDevice
+from node.provider.metering import UsageSampler
+from node.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class LeaseEngine:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        chain: ChainPort,
+        escrow: EscrowPort,
+        token: TokenPort,
+        transport: PeerTransport,
+        domain: eip712.Domain,
+        wallet_key: bytes,
+        node_signing_key: nacl.signing.SigningKey,
+        offer_lookup: OfferLookup,
+        node_key_lookup: NodeKeyLookup,
+        refresh_node_key: NodeKeyRefresh,
+        settlement_window: int,
+        heartbeat_interval: float = 2.0,
+        checkpoint_interval: float = 6.0,
+        settle_interval: float = 1.0,
+        max_rejections: int = 3,
+        settle_every: float = 0.0,
+        auto_topup: int = 0,
+        devices: tuple[GpuDevice, ...] = (),
+        executor: Executor | None = None,
+        sampler: UsageSampler | None = None,
+        tick_interval: float = 1.0,
+        on_capacity_change: Callable[[bytes], None] = lambda offer_hash: None,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        tol = replace(Tolerance(), heartbeat_interval_ms=max(5000, int(heartbeat_interval * 2000)))
+        config = L.LeaseConfig(max_consecutive_rejections=max_rejections, settle_retry_ms=5_000,
+                               settle_interval_ms=int(settle_every * 1000), auto_topup_amount=auto_topup,
+                               settlement_window_s=settlement_window, tolerance=tol)
+        self.address = chain.address or ""
+        self.transport = transport
+        self.clock = clock
+        self.tick_interval = tick_interval
+        self.tasks = Tasks()
+        self.dispatcher = Dispatcher(db, ProviderKeys(node_signing_key, wallet_key))
+        self.store = self.dispatcher.store
+        self.runner = EffectRunner(self.dispatcher, escrow, token, domain, self.tasks, on_capacity_change)
+        self.dispatcher.bind(self.runner.run)
+        self.consumer = ConsumerDriver(
+            self.dispatcher, self.runner, chain=chain, transport=transport, wallet_key=wallet_key,
+            node_key=node_signing_key, domain=domain, config=config, offer_lookup=offer_lookup,
+            node_key_lookup=node_key_lookup, refresh_node_key=refresh_node_key, clock=clock)
+        self.provider = ProviderDriver(
+            self.dispatcher, self.runner, transport=transport, node_key=node_signing_key, address=self.address,
+            domain=domain, config=config, devices=devices, executor=executor, sampler=sampler,
+            heartbeat_interval=heartbeat_interval, checkpoint_interval=checkpoint_interval, clock=clock,
+            on_capacity_change=on_capacity_change)
+        self.settlements = Settlements(self.runner, self.dispatcher, chain, self.tasks, settle_interval)
+
+    @property
+    def leases(self) -> dict[tuple[int, str], LeaseRecord]:
+        return self.dispatcher.leases
+
+    @property
+    def notices(self) -> list[dict[str, Any]]:
+        return self.runner.notices
+
+    @property
+    def gas(self) -> list[dict[str, Any]]:
+        return self.runner.gas
+
+    def busy_devices(self) -> set[int]:
+        return self.provider.busy_devices()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        for rec in self.dispatcher.load():
+            if rec.state.role is L.Role.CONSUMER and rec.state.ledger.pending_settlement is not None:
+                await self.dispatcher.apply(rec, L.NodeRestarted(self.clock()))
+            self.provider.resume(rec)
+        registered = self.transport.set_handler(PROTOCOL_ID, self.on_lease_message)
+        if registered is not None:  # on a running host: wait until libp2p serves the protocol
+            await registered
+        await self.dispatcher.replay()
+        self.tasks.spawn(self._tick_loop())
+        self.tasks.spawn(self.settlements.run())
+
+    async def stop(self) -> None:
+        self.tasks.stopping.set()
+        for rec in self.dispatcher:
+            if rec.job is not None and rec.job.running:
+                with contextlib.suppress(Exception):
+                    await rec.job.stop()
+        await self.tasks.stop()
+
+    async def _tick_loop(self) -> None:
+        while not self.tasks.stopping.is_set():
+            now = self.clock()
+            for rec in self.dispatcher:
+                if rec.state.status < L.LeaseStatus.FINALIZED and rec.lease_id:
+                    try:
+                        await self.dispatcher.apply(rec, L.TimerTick(now))
+                    except Exception:
+                        log.exception("lease tick failed", extra={"lease_id": rec.lease_id})
+            await self.tasks.pause(self.tick_interval)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    async def on_lease_message(self, peer: str, body: bytes) -> bytes | None:
+        try:
+            msg = decode_message(body)
+        except InvalidMessage as exc:
+            return error_reply(0, MsgType.ACK, ErrorCode.MALFORMED, str(exc))
+        if isinstance(msg, JobSpecMessage):
+            return await self.provider.on_job_spec(peer, msg)
+        if isinstance(msg, AckMessage | ErrorMessage):
+            return None
+        return await self.consumer.on_message(peer, msg)
+
+    async def on_chain_event(self, ev: ChainEvent) -> None:
+        for update in lease_updates(ev, self.address):
+            if isinstance(update, AdoptProviderLease):
+                await self.provider.adopt(update.lease_id)
+            elif isinstance(update, AdoptConsumerOpen):
+                with contextlib.suppress(LeaseNotFound):
+                    await self.consumer.adopt_open(update.event)
+            else:
+                for role in (L.Role.CONSUMER, L.Role.PROVIDER):
+                    rec = self.dispatcher.get(update.lease_id, role)
+                    if rec is not None:
+                        await self.dispatcher.apply(rec, update.change)
+
+    # ------------------------------------------------------------------------------------------ API
+    async def open_lease(self, offer_id: bytes, gpus: int, deposit: int, job: dict[str, Any] | None
+                         ) -> dict[str, Any]:
+        return self.view(await self.consumer.open_lease(offer_id, gpus, deposit, job))
+
+    async def top_up(self, lease_id: int, amount: int) -> dict[str, Any]:
+        return self.view(await self.consumer.top_up(lease_id, amount))
+
+    async def close_lease(self, lease_id: int) -> dict[str, Any]:
+        rec = self.dispatcher.get(lease_id, L.Role.CONSUMER) or self.dispatcher.need(lease_id, L.Role.PROVIDER)
+        return self.view(await self.consumer.close(rec))
+
+    def view(self, rec: LeaseRecord) -> dict[str, Any]:
+        return lease_view(rec, self.store)
+
+    def views(self) -> list[dict[str, Any]]:
+        return [self.view(r) for r in sorted(self.dispatcher, key=lambda r: r.key)]
+
+    def lease_detail(self, lease_id: int) -> dict[str, Any] | None:
+        return lease_detail([r for r in self.dispatcher if r.lease_id == lease_id], self.store, self.notices)
