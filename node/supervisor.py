@@ -36,7 +36,8 @@ class Supervisor:
     node is ready), or raises what made it fail after closing exactly what had been created.
 
     ``request_stop`` (or ``stop``) is the one stop signal: the group is ended (every loop is cancelled), then the
-    parts close in reverse order of creation; a cleanup that fails is logged and the others still run. A loop
+    parts close in reverse order of creation; a cleanup that fails is logged and the others still run. A stop
+    requested while the parts are still being assembled cancels the assembly (``start`` then raises). A loop
     that raises is logged with its traceback; an essential loop that raises or returns also stops the node and
     names itself in ``failure``.
     """
@@ -50,11 +51,12 @@ class Supervisor:
         self._stack: contextlib.AsyncExitStack | None = None
         self._group: asyncio.TaskGroup | None = None
         self._main: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
 
     async def start(self, assemble: Callable[[Supervisor], Awaitable[None]]) -> None:
         if self._main is not None:
             raise RuntimeError(f"{self.name} was already started")
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ready = ready = asyncio.get_running_loop().create_future()
         self._main = main = asyncio.create_task(self._run(assemble, ready), name=self.name)
         try:
             await asyncio.wait([ready, main], return_when=asyncio.FIRST_COMPLETED)
@@ -62,8 +64,10 @@ class Supervisor:
             main.cancel()
             raise
         if not ready.done():
-            main.result()  # raises what ended the start (or CancelledError if the task was cancelled)
-            raise NodeError(f"{self.name} stopped while starting")
+            if main.cancelled() and self._stop.is_set():
+                raise NodeError(f"{self.name} was stopped while starting")
+            main.result()  # raises what ended the start
+            raise NodeError(f"{self.name} ended while starting")
 
     async def _run(self, assemble: Callable[[Supervisor], Awaitable[None]], ready: asyncio.Future[None]) -> None:
         error: Exception | None = None
@@ -136,6 +140,8 @@ class Supervisor:
 
     def request_stop(self) -> None:
         self._stop.set()
+        if self._main is not None and self._ready is not None and not self._ready.done():
+            self._main.cancel()  # still assembling: do not wait for it to finish
 
     async def wait(self) -> str | None:
         """Until the node has stopped; returns the essential part that failed, or None after a requested stop."""
@@ -145,7 +151,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         """Stop and close everything. Safe before ``start``, after a failed start, and when called twice."""
-        self._stop.set()
+        self.request_stop()
         if self._main is not None:
             await asyncio.wait([self._main])
             if not self._main.cancelled():

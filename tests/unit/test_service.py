@@ -102,6 +102,23 @@ async def test_a_start_that_fails_half_way_closes_exactly_what_it_created_and_ra
     assert closed == ["p2p", "database"]
 
 
+async def test_a_stop_requested_while_starting_cancels_the_assembly():
+    sup, closed, slow = Supervisor("t"), [], asyncio.Event()
+
+    async def assemble(s: Supervisor) -> None:
+        s.cleanup("database", lambda: closed.append("database"))
+        slow.set()
+        await asyncio.sleep(3600)  # e.g. an RPC endpoint that never answers
+
+    starting = asyncio.create_task(sup.start(assemble))
+    await slow.wait()
+    sup.request_stop()  # what SIGTERM does
+    with pytest.raises(NodeError, match="stopped while starting"):
+        await asyncio.wait_for(starting, 5)
+    assert closed == ["database"]
+    await sup.stop()
+
+
 async def test_stop_before_start_is_safe():
     sup = Supervisor("t")
     await sup.stop()
