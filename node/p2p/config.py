@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.errors import ConfigError
+from node.protocol.lease_messages import PROTOCOL_ID as LEASE_PROTOCOL
 
 SYNC_PROTOCOL = "/gpunet/offers-sync/1.0.0"
-LEASE_PROTOCOL = "/gpunet/lease/1.0.0"
+__all__ = ["DEFAULT_LISTEN", "LEASE_PROTOCOL", "SYNC_PROTOCOL", "GossipParams", "P2PConfig", "offers_topic"]
+
 DEFAULT_LISTEN = ("/ip4/127.0.0.1/tcp/0",)
 
 
