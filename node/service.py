@@ -38,6 +38,7 @@ from node.crypto.nodekey import signing_key
 from node.crypto.wallet import resolve_wallet
 from node.errors import ChainError, ConfigError
 from node.leases import LeaseEngine
+from node.leases.ports import ClientChain
 from node.market import Market
 from node.p2p.bridge import P2PNode
 from node.p2p.config import P2PConfig, offers_topic
@@ -197,8 +198,9 @@ class Node:
             return (await stakes.refresh(staking, provider)).node_key
 
         return LeaseEngine(
-            db=self.db, chain=self.chain, domain=self.domain, wallet_key=wallet_key,
-            node_signing_key=signing_key(key_pair), p2p=self.p2p, offer_lookup=self.market.book.get,
+            db=self.db, chain=ClientChain(self.chain), escrow=self.escrow, token=self.token, transport=self.p2p,
+            domain=self.domain, wallet_key=wallet_key, node_signing_key=signing_key(key_pair),
+            offer_lookup=self.market.book.get,
             node_key_lookup=lambda provider: stakes.node_key(bytes.fromhex(provider[2:])),
             refresh_node_key=refresh_node_key, settlement_window=self.settlement_window,
             heartbeat_interval=pc.heartbeat_interval, checkpoint_interval=pc.checkpoint_interval,
