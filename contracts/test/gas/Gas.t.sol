@@ -187,7 +187,9 @@ contract GasTest is Base {
         vm.warp(block.timestamp + SETTLEMENT_WINDOW);
         _cool();
         escrow.finalizeLease(settledLease);
-        _report("finalizeLease (settled lease, refund and unlock)", abi.encodeCall(escrow.finalizeLease, (settledLease)));
+        _report(
+            "finalizeLease (settled lease, refund and unlock)", abi.encodeCall(escrow.finalizeLease, (settledLease))
+        );
     }
 
     /// @dev The lifecycle of a new lease on a used offer: open, one settlement, close; each a transaction.
