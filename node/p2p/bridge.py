@@ -238,11 +238,14 @@ class P2PNode:
             loop = self._loop
             if loop is None:
                 raise NotRunning("asyncio loop not bound")
-            cfut = asyncio.run_coroutine_threadsafe(self._handlers[protocol](peer, body), loop)
+            async def call() -> bytes | None:  # a coroutine for run_coroutine_threadsafe, whatever the awaitable
+                return await self._handlers[protocol](peer, body)
+
+            cfut: Future[bytes | None] = asyncio.run_coroutine_threadsafe(call(), loop)
             token = trio.lowlevel.current_trio_token()
             done = trio.Event()
 
-            def wake(_f: Future) -> None:
+            def wake(_f: Future[bytes | None]) -> None:
                 with contextlib.suppress(trio.RunFinishedError):
                     token.run_sync_soon(done.set)
 
