@@ -251,7 +251,7 @@ class Node:
             "token": self.deployment.token, "offers": len(self.market.book), "provider": self.cfg.provider.enabled,
             "devices": [{"index": d.index, "name": d.name, "memory_mib": d.memory_mib, "simulated": d.simulated}
                         for d in self.devices],
-            "validation": dict(self.market.counts), "uptime_s": int(time.time() - self.started_at),
+            "validation": self.p2p.metrics.verdict_counts(), "uptime_s": int(time.time() - self.started_at),
             "published": self.publisher.published[-3:] if self.publisher else [],
             "gas": list(self.engine.gas) if self.engine else [],
         }
