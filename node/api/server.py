@@ -211,7 +211,11 @@ async def start_api(app: web.Application, host: str, port: int) -> tuple[web.App
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"the HTTP API cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     server = site._server
     sockets = getattr(server, "sockets", None) or []
     bound = sockets[0].getsockname()[1] if sockets else port

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from node.errors import ConfigError
 from node.service import Node
 
 from .conftest import PROVIDER, node_config
@@ -23,7 +24,7 @@ async def test_api_port_taken_closes_every_part_already_created(devnet, tmp_path
         port = taken.getsockname()[1]
         cfg = node_config(devnet, tmp_path / "p", account=PROVIDER, provider=True)
         node = Node(replace(cfg, api_port=port))
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
             await node.start()
     sup = node.supervisor
     assert sup.created == ["database", "chain client", "offer store", "p2p host", "lease engine"]

@@ -140,6 +140,15 @@ async def test_bad_input_is_a_400_with_a_message(client):
     assert (await client.get("/v1/events?limit=5")).status == 200
 
 
+async def test_api_port_in_use_is_a_clear_error():
+    first, port = await start_api(make_app(FakeNode(), TOKEN), "127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await start_api(make_app(FakeNode(), TOKEN), "127.0.0.1", port)
+    finally:
+        await first.cleanup()
+
+
 async def test_api_refuses_non_loopback_hosts():
     with pytest.raises(ConfigError):
         await start_api(make_app(FakeNode(), TOKEN), "0.0.0.0", 0)
