@@ -130,6 +130,8 @@ def read_pickle(blob: bytes) -> Any:
             elif name == "MEMOIZE":
                 m.memo.append(m.stack[-1])
             elif name in ("BINGET", "LONG_BINGET"):
+                if not isinstance(arg, int):
+                    raise StoredDataError("schema-1 blob: memo index is not an integer")
                 m.stack.append(m.memo[arg])
             elif name == "MARK":
                 m.stack.append(_Mark())
