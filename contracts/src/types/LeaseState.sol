@@ -75,7 +75,7 @@ library LeaseStateLibrary {
         }
     }
 
-    /// @dev Only the setters below write the status bits, always with a valid `LeaseStatus`.
+    /// @dev `opened` and `setStatus` are the only writers of the status bits, always with a valid `LeaseStatus`.
     function status(LeaseState packed) internal pure returns (ILeaseEscrow.LeaseStatus result) {
         assembly ("memory-safe") {
             result := and(MASK_8_BITS, shr(STATUS_OFFSET, packed))
