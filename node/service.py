@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from nacl.signing import SigningKey
 from prometheus_client import REGISTRY
 
 from node.api.requests import OpenLeaseRequest
@@ -131,7 +132,7 @@ class Node:
         while poller.next_block <= head:  # catch up before anything reads the stake cache
             await poller.step()
 
-        key_pair = load_or_create_node_key(self.data_dir / "node.key")
+        node_key = signing_key(load_or_create_node_key(self.data_dir / "node.key"))
         p2p_cfg = P2PConfig(key_path=self.data_dir / "node.key", topic=offers_topic(chain_id, self.deployment.escrow),
                             listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap), mdns=cfg.mdns)
         self.p2p = P2PNode(p2p_cfg, validate=self.market.validate, live_offers=self.market.live_offers)
@@ -141,7 +142,7 @@ class Node:
                 config=cfg.provider, wallet_key=self.wallet_key, address=self.chain.address or "",
                 domain=self.domain, devices=self.devices, book=self.market, gossip=self.p2p, escrow=self.escrow,
                 nonces=self.stakes)
-            self.engine = self._make_lease_engine(self.wallet_key, key_pair, self.publisher.on_capacity_change)
+            self.engine = self._make_lease_engine(self.wallet_key, node_key, self.publisher.on_capacity_change)
             self.publisher.busy_devices = self.engine.busy_devices
         elif cfg.provider.enabled:
             raise ConfigError("a provider node needs a wallet (keystore or dev_account)")
@@ -164,7 +165,7 @@ class Node:
                 log.warning("offer sync failed", extra={"peer_addr": addr, "error": repr(exc)[:200]})
         if cfg.provider.enabled and self.publisher is not None:
             await register_provider(cfg.provider, self.chain.address or "", self.staking, self.token,
-                                    self.deployment.staking, self.stakes, bytes(signing_key(key_pair).verify_key),
+                                    self.deployment.staking, self.stakes, bytes(node_key.verify_key),
                                     self.p2p.listen_addrs)
             sup.spawn("offer announcer", self.publisher.announce_loop(), essential=False)
 
@@ -175,7 +176,7 @@ class Node:
         self._write_info()
         log.info("node started", extra={"peer_id": self.p2p.peer_id, "api": self.api_url, "address": self.address})
 
-    def _make_lease_engine(self, wallet_key: bytes, key_pair: Any,
+    def _make_lease_engine(self, wallet_key: bytes, node_key: SigningKey,
                            on_capacity_change: Callable[[bytes], None]) -> LeaseEngine:
         """The one place the lease engine is built."""
         from node.provider.executor import ProcessExecutor, SimulatedExecutor
@@ -199,7 +200,7 @@ class Node:
 
         return LeaseEngine(
             db=self.db, chain=ClientChain(self.chain), escrow=self.escrow, token=self.token, transport=self.p2p,
-            domain=self.domain, wallet_key=wallet_key, node_signing_key=signing_key(key_pair),
+            domain=self.domain, wallet_key=wallet_key, node_signing_key=node_key,
             offer_lookup=self.market.book.get,
             node_key_lookup=lambda provider: stakes.node_key(bytes.fromhex(provider[2:])),
             refresh_node_key=refresh_node_key, settlement_window=self.settlement_window,
