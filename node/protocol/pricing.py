@@ -15,7 +15,10 @@ Policies:
   ``max_step_bps`` scaled by how far utilisation is from the target, as a share of the room on that side
   (fully busy or fully idle: the whole ``max_step_bps``). One step moves the price by at most
   ``step_bound(price) = max(1, price * max_step_bps // 10_000)`` (so a price stuck at a few units still moves),
-  and the result is clamped to ``[floor, ceiling]``. With no GPUs the price is kept.
+  and the result is clamped to ``[floor, ceiling]``. With no GPUs, or with every GPU leased (the provider then
+  has no offer out), the price is kept: it does not climb while nothing is for sale and come back out of reach.
+  Utilisation is the caller's ``busy_bps`` when given (a time average over a recent window, which lets a
+  provider with a single GPU see how busy it has been), else the share of GPUs leased now.
 
 Every policy's result is clamped to its floor and ceiling, and a policy with constant inputs moves monotonically
 (never back and forth) until it reaches a fixed point: the market quote, the floor or ceiling, or the dead band.
@@ -74,7 +77,7 @@ class MarketPolicy:
 class UtilisationPolicy:
     floor: int
     ceiling: int
-    target_bps: int = 8000  # 80 % of the provider's GPUs leased
+    target_bps: int = 6000  # 60 % of the provider's GPUs leased
     max_step_bps: int = 500  # at most 5 % per announcement
     deadband_bps: int = 500  # within +-5 points of the target the price holds
 
@@ -103,12 +106,20 @@ class PricingInputs:
     gpus_total: int = 0
     gpus_leased: int = 0
     market_prices: Sequence[int] = ()
+    busy_bps: int | None = None  # utilisation averaged over a recent window (basis points), if the caller has it
 
     @property
     def utilisation_bps(self) -> int | None:
+        """``busy_bps`` when given, else the share of GPUs leased now; None without GPUs."""
         if self.gpus_total <= 0:
             return None
+        if self.busy_bps is not None:
+            return min(BPS, max(0, self.busy_bps))
         return min(BPS, max(0, self.gpus_leased) * BPS // self.gpus_total)
+
+    @property
+    def nothing_free(self) -> bool:
+        return self.gpus_total > 0 and self.gpus_leased >= self.gpus_total
 
 
 def next_price(policy: Policy, price: int, inputs: PricingInputs) -> int:
@@ -127,8 +138,8 @@ def _utilisation_step(policy: UtilisationPolicy, price: int, inputs: PricingInpu
     if clamped != price:
         return clamped  # out of bounds (the policy changed): back inside first
     u = inputs.utilisation_bps
-    if u is None:
-        return price
+    if u is None or inputs.nothing_free:
+        return price  # no GPUs, or none free (no offer to announce): hold, so the price does not wind up
     err = u - policy.target_bps
     if abs(err) <= policy.deadband_bps:
         return price

@@ -51,7 +51,8 @@ def inputs(draw: st.DrawFn) -> PricingInputs:
     total = draw(st.integers(0, 64))
     leased = draw(st.integers(0, total)) if total else 0
     market = sorted(draw(st.lists(st.integers(1, 10**11), max_size=30)))
-    return PricingInputs(gpus_total=total, gpus_leased=leased, market_prices=tuple(market))
+    busy = draw(st.none() | st.integers(-100, 11_000))
+    return PricingInputs(gpus_total=total, gpus_leased=leased, market_prices=tuple(market), busy_bps=busy)
 
 
 policies = st.one_of(utilisation_policies(), market_policies())
@@ -112,8 +113,8 @@ def test_constant_inputs_converge(bnds: tuple[int, int], target: int, max_step: 
     floor, ceiling = bnds
     policy = UtilisationPolicy(floor=floor, ceiling=ceiling, target_bps=target, max_step_bps=max_step,
                                deadband_bps=data.draw(st.integers(0, 3000)))
-    leased = data.draw(st.sampled_from((0, total)))  # fully idle or fully busy: full steps
-    inp = PricingInputs(gpus_total=total, gpus_leased=leased)
+    busy = data.draw(st.sampled_from((0, 10_000)))  # fully idle or fully busy: full steps
+    inp = PricingInputs(gpus_total=total, gpus_leased=0, busy_bps=busy)
     path = _path(policy, data.draw(st.integers(floor, ceiling)), inp, 3000)
     # Fully busy or idle, each step is at least 1 % (or one unit): the fixed point comes within a few thousand steps,
     # the floor, the ceiling, or the price it started at (inside the dead band, or utilisation unknown).
@@ -126,7 +127,7 @@ def test_constant_inputs_converge(bnds: tuple[int, int], target: int, max_step: 
 @given(policies, prices, inputs())
 def test_identical_inputs_give_identical_prices(policy: UtilisationPolicy | MarketPolicy, price: int,
                                                 inp: PricingInputs) -> None:
-    again = PricingInputs(inp.gpus_total, inp.gpus_leased, list(inp.market_prices))
+    again = PricingInputs(inp.gpus_total, inp.gpus_leased, list(inp.market_prices), inp.busy_bps)
     assert next_price(policy, price, inp) == next_price(policy, price, again)
 
 
@@ -134,8 +135,10 @@ def test_identical_inputs_give_identical_prices(policy: UtilisationPolicy | Mark
 @given(utilisation_policies(), st.data())
 def test_busy_raises_idle_lowers(policy: UtilisationPolicy, data: st.DataObject) -> None:
     price = data.draw(st.integers(policy.floor, policy.ceiling))
-    busy = next_price(policy, price, PricingInputs(gpus_total=8, gpus_leased=8))
+    busy = next_price(policy, price, PricingInputs(gpus_total=8, gpus_leased=7, busy_bps=10_000))
     idle = next_price(policy, price, PricingInputs(gpus_total=8, gpus_leased=0))
+    # Every GPU leased: no offer is out, the price holds instead of winding up.
+    assert next_price(policy, price, PricingInputs(gpus_total=8, gpus_leased=8)) == price
     if 10_000 - policy.target_bps > policy.deadband_bps:
         assert busy > price or price == policy.ceiling
     if policy.target_bps > policy.deadband_bps:
