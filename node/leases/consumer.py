@@ -213,6 +213,9 @@ class ConsumerDriver:
             return error_reply(lid, kind, ErrorCode.UNKNOWN_LEASE, "no such lease here")
         if peer != rec.peer:
             return error_reply(lid, kind, ErrorCode.UNKNOWN_LEASE, "sender is not the lease's provider node")
+        if isinstance(msg, CheckpointMessage) and msg.signed_cp == rec.state.beats.last_accepted:
+            # sent again because our ack was lost (a restart between taking it and answering): already taken
+            return encode_message(AckMessage(lid, kind))
         change = to_change(msg, self.clock())
         if change is None:
             return None

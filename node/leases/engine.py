@@ -144,14 +144,18 @@ class LeaseEngine:
 
     async def _tick_loop(self) -> None:
         while not self.tasks.stopping.is_set():
-            now = self.clock()
-            for rec in self.dispatcher:
-                if rec.state.status < L.LeaseStatus.FINALIZED and rec.lease_id:
-                    try:
-                        await self.dispatcher.apply(rec, L.TimerTick(now))
-                    except Exception:
-                        log.exception("lease tick failed", extra={"lease_id": rec.lease_id})
+            await self.tick()
             await self.tasks.pause(self.tick_interval)
+
+    async def tick(self) -> None:
+        """One timer tick for every lease that is not finalized."""
+        now = self.clock()
+        for rec in self.dispatcher:
+            if rec.state.status < L.LeaseStatus.FINALIZED and rec.lease_id:
+                try:
+                    await self.dispatcher.apply(rec, L.TimerTick(now))
+                except Exception:
+                    log.exception("lease tick failed", extra={"lease_id": rec.lease_id})
 
     # ------------------------------------------------------------------------------------------ inputs
     async def on_lease_message(self, peer: str, body: bytes) -> bytes | None:

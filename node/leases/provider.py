@@ -198,14 +198,23 @@ class ProviderDriver:
             if side.peer is None and side.meter.closed_at is None:
                 await self.tasks.pause(0.2)
                 continue
-            if side.final_sent and not side.outq:
+            if not await self.step(rec):
                 return
-            if not side.final_sent:
-                running = rec.job_running
-                await self.dispatcher.apply(rec, L.ProviderTick(self.clock(), running, self._usage(rec, running),
-                                                                self.checkpoint_interval_ms))
-            await self._flush(rec)
             await self.tasks.pause(self.heartbeat_interval)
+
+    async def step(self, rec: LeaseRecord) -> bool:
+        """One heartbeat interval of a served lease: a meter tick (until the final checkpoint is cut), then the
+        queue flushed. ``False`` once there is nothing left to do (closed, proven and every message acked)."""
+        side = rec.state.provider
+        assert side is not None
+        if side.final_sent and not side.outq:
+            return False
+        if not side.final_sent:
+            running = rec.job_running
+            await self.dispatcher.apply(rec, L.ProviderTick(self.clock(), running, self._usage(rec, running),
+                                                            self.checkpoint_interval_ms))
+        await self._flush(rec)
+        return True
 
     async def _flush(self, rec: LeaseRecord) -> None:
         while (side := rec.state.provider) is not None and side.outq and side.peer is not None:
