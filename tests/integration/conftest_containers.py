@@ -1,0 +1,131 @@
+"""A private Podman service for the container executor's tests.
+
+``podman_service`` starts ``podman system service --time=0`` on a socket in a fresh temporary directory, with its
+own storage (``--root``/``--runroot`` there, so nothing of the machine's containers is touched), ``runc`` and
+the ``cgroupfs`` cgroup manager (what works as root on CI machines; crun refuses their cgroup setup), imports a
+busybox image built from ``/bin/busybox`` (Debian ``busybox-static``: gives ``sh``, ``dd``, ``nc``, ...) and
+stops the service and removes its storage at the end.
+
+Where podman, runc or busybox cannot be had the tests skip with the reason; on CI (``CI`` set) they fail
+instead: ``scripts/setup`` installs them there.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+TEST_IMAGE = "localhost/gpunet-test/busybox:latest"
+_APPLETS = ("sh", "cat", "echo", "sleep", "dd", "head", "yes", "printf", "nc", "ls", "id", "grep", "wc", "df",
+            "touch", "seq", "tr", "du", "true", "mount")
+
+
+@dataclass(frozen=True)
+class PodmanService:
+    socket_path: Path
+    root: Path
+    image: str
+    base_cmd: tuple[str, ...]
+
+    def podman(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.base_cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"container runtime needed on CI: {reason} (scripts/setup installs podman runc busybox-static)")
+    pytest.skip(f"no container runtime: {reason}")
+
+
+def _build_image_tar(dest: Path, busybox: str) -> Path:
+    """A tarball of a root filesystem with busybox as /bin/busybox and its applets as symlinks."""
+    tar_path = dest / "busybox-rootfs.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for d in ("bin", "etc", "tmp"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in _APPLETS:
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        for name, text in (("etc/passwd", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/tmp:/bin/sh\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return tar_path
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"podman system service exited with {proc.returncode}")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(str(path))
+                    return
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    raise RuntimeError(f"podman system service did not listen on {path} within {deadline_s} s")
+
+
+@pytest.fixture(scope="module")
+def podman_service() -> Iterator[PodmanService]:
+    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
+    busybox = shutil.which("busybox")
+    if missing:
+        _unavailable(f"{', '.join(missing)} not installed")
+    if busybox is None:
+        _unavailable("busybox (busybox-static) not installed: the test image is built from it")
+    assert busybox is not None
+    if os.geteuid() != 0:
+        _unavailable("the tests run podman as root (with runc and cgroupfs); not root here")
+    # A short path: unix socket paths are limited to 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="gpunet-podman-"))
+    cmd = (
+        "podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--tmpdir", str(base / "tmp"),
+        "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+    )
+    sock = base / "podman.sock"
+    log_file = open(base / "service.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([*cmd, "system", "service", "--time=0", f"unix://{sock}"],
+                            stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        try:
+            _wait_for_socket(sock, proc, 30)
+        except RuntimeError as exc:
+            log_file.flush()
+            _unavailable(f"{exc}: {(base / 'service.log').read_text(errors='replace')[-2000:]}")
+        service = PodmanService(sock, base, TEST_IMAGE, cmd)
+        tar_path = _build_image_tar(base, busybox)
+        imported = service.podman("import", tar_path.as_posix(), TEST_IMAGE, timeout=120)
+        if imported.returncode != 0:
+            _unavailable(f"podman import failed: {imported.stderr.strip()[-2000:]}")
+        yield service
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log_file.close()
+        subprocess.run([*cmd, "rm", "--all", "--force"], capture_output=True, timeout=60, check=False)
+        shutil.rmtree(base, ignore_errors=True)
