@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import nacl.signing
 from eth_utils import keccak
@@ -32,12 +32,14 @@ from node.protocol.lease_messages import (
     ErrorCode,
     ErrorMessage,
     HeartbeatMessage,
+    JobResultMessage,
     MsgType,
     decode_message,
     encode_message,
     seal_job_spec,
     to_change,
 )
+from node.protocol.offerbook import BookEntry
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +47,7 @@ MAX_JOB_ARGV = 64
 JOB_SPEC_ATTEMPTS = 20
 
 
-class OfferEntry(Protocol):
-    """An offer in the book: ``signed.offer`` (with ``gpu_count``, ``provider_address``) and ``signed.signature``."""
-
-    @property
-    def signed(self) -> Any: ...
-
-
-OfferLookup = Callable[[bytes], OfferEntry | None]
+OfferLookup = Callable[[bytes], BookEntry | None]
 NodeKeyLookup = Callable[[str], bytes | None]
 NodeKeyRefresh = Callable[[str], Awaitable[bytes]]
 
@@ -203,7 +198,8 @@ class ConsumerDriver:
         self.runner.done(outbox_id, "provider did not take the job spec")
 
     # ------------------------------------------------------------------------------------------ lease stream
-    async def on_message(self, peer: str, msg: HeartbeatMessage | CheckpointMessage | Any) -> bytes | None:
+    async def on_message(self, peer: str, msg: HeartbeatMessage | CheckpointMessage | JobResultMessage
+                         ) -> bytes | None:
         """A heartbeat, checkpoint or job result from a provider."""
         lid = msg.lease_id
         kind = MsgType.HEARTBEAT if isinstance(msg, HeartbeatMessage) else (

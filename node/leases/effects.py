@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from node.chain.tx import TxFailed, TxRace, TxResult
@@ -67,7 +67,7 @@ class EffectRunner:
     def record_gas(self, kind: str, lease_id: int, result: TxResult) -> None:
         self.gas.append({"kind": kind, "lease_id": lease_id, "gas": result.gas_used})
 
-    def _spawned(self, handler: Callable[[LeaseRecord, E, int], Awaitable[None]]
+    def _spawned(self, handler: Callable[[LeaseRecord, E, int], Coroutine[Any, Any, None]]
                  ) -> Callable[[LeaseRecord, E, int], Awaitable[None]]:
         """The handler run as a background task (chain transactions take blocks)."""
         async def start(rec: LeaseRecord, ev: E, outbox_id: int) -> None:

@@ -10,13 +10,15 @@ libp2p.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 from node.chain.client import ChainClient
 from node.chain.events import ChainEvent
 from node.chain.proxies import OnChainLease
 from node.chain.tx import TxResult
+from node.protocol.checkpoint import Checkpoint
+from node.protocol.offers import Offer
 
 #: A lease-stream handler: (peer id, request body) -> reply body (``None``: no reply).
 StreamHandler = Callable[[str, bytes], Awaitable[bytes | None]]
@@ -35,16 +37,16 @@ class PeerTransport(Protocol):
 class EscrowPort(Protocol):
     """The ``LeaseEscrow`` calls the engine makes. Every write takes an idempotency key."""
 
-    async def open_lease(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int) -> TxResult: ...
+    async def open_lease(self, key: str, offer: Offer, signature: bytes, gpus: int, deposit: int) -> TxResult: ...
 
-    async def open_lease_with_permit(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int,
+    async def open_lease_with_permit(self, key: str, offer: Offer, signature: bytes, gpus: int, deposit: int,
                                      deadline: int, v: int, r: bytes, s: bytes) -> TxResult: ...
 
     async def top_up(self, key: str, lease_id: int, amount: int) -> TxResult: ...
 
-    async def settle(self, key: str, cp: Any, signature: bytes) -> TxResult: ...
+    async def settle(self, key: str, cp: Checkpoint, signature: bytes) -> TxResult: ...
 
-    async def settle_batch(self, key: str, items: list[tuple[Any, bytes]]) -> TxResult: ...
+    async def settle_batch(self, key: str, items: list[tuple[Checkpoint, bytes]]) -> TxResult: ...
 
     async def close(self, key: str, lease_id: int) -> TxResult: ...
 
@@ -76,7 +78,7 @@ class ChainPort(Protocol):
         """Timestamp of the latest block (unix s)."""
         ...
 
-    def decode_log(self, raw: dict[str, Any]) -> ChainEvent | None: ...
+    def decode_log(self, raw: Mapping[str, object]) -> ChainEvent | None: ...
 
 
 class Clock(Protocol):
@@ -102,10 +104,10 @@ class ClientChain:
     async def block_time(self) -> int:
         return int((await self._client.w3.eth.get_block("latest"))["timestamp"])
 
-    def decode_log(self, raw: dict[str, Any]) -> ChainEvent | None:
-        return self._client.events.decode(raw)
+    def decode_log(self, raw: Mapping[str, object]) -> ChainEvent | None:
+        return self._client.events.decode(dict(raw))
 
 
-def lease_opened_in(chain: ChainPort, logs: Sequence[dict[str, Any]]) -> ChainEvent | None:
+def lease_opened_in(chain: ChainPort, logs: Sequence[Mapping[str, object]]) -> ChainEvent | None:
     """The ``LeaseOpened`` event among a transaction's logs."""
     return next((e for e in (chain.decode_log(r) for r in logs) if e is not None and e.name == "LeaseOpened"), None)

@@ -36,6 +36,7 @@ from node.protocol.lease_messages import (
 from node.provider.executor import ExecJob, Executor, JobHandle
 from node.provider.gpus import GpuDevice
 from node.provider.metering import UsageSampler
+from node.types import LeaseId
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class ProviderDriver:
         devices = [d for d in self.devices if d.index in ev.devices]
         try:
             job = ExecJob(argv=ev.job.argv, env=dict(ev.job.env), timeout_s=float(ev.job.timeout_s))
-            handle = await self.executor.start(ev.lease_id, job, devices)
+            handle = await self.executor.start(LeaseId(ev.lease_id), job, devices)
         except NodeError as exc:
             await self.dispatcher.apply(rec, L.JobStartFailed(str(exc)))
             self.runner.done(outbox_id, str(exc))

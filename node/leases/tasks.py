@@ -21,12 +21,12 @@ class Tasks:
 
     def spawn(self, coro: Coroutine[object, object, T]) -> asyncio.Task[T]:
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)  # type: ignore[arg-type]  # Task is covariant in use, invariant in typeshed
+        self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[T]) -> None:
-        self._tasks.discard(task)  # type: ignore[arg-type]
+        self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("lease task failed", exc_info=task.exception())
 
