@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -70,6 +71,19 @@ def _build_image_tar(dest: Path, busybox: str) -> Path:
     return tar_path
 
 
+def _is_static_elf(path: str) -> bool:
+    """An ELF executable without a program interpreter (PT_INTERP): runs in an image with no libc."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
+            return False
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
 def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -95,6 +109,8 @@ def podman_service() -> Iterator[PodmanService]:
     if busybox is None:
         _unavailable("busybox (busybox-static) not installed: the test image is built from it")
     assert busybox is not None
+    if not _is_static_elf(busybox):
+        _unavailable(f"{busybox} is not statically linked (install busybox-static)")
     if os.geteuid() != 0:
         _unavailable("the tests run podman as root (with runc and cgroupfs); not root here")
     # A short path: unix socket paths are limited to 108 bytes.
