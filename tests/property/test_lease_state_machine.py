@@ -1,9 +1,13 @@
-"""Rule-based exploration of the consumer lease state machine against honest and malicious providers.
+"""Rule-based exploration of both roles of the lease state machine: an honest provider lease (the pure provider
+rules: job, meter, outgoing queue) and malicious reports, against the consumer lease.
 
-The provider holds its real keys and may misbehave (over-claiming beats and checkpoints, forks, replays, gaps,
-forgeries); a small chain model mines the transactions the consumer emits. Invariants: what the consumer has
-authorised never exceeds price x the largest usage it verified, nor the deposit; nothing it verified exceeds
-what elapsed time allows; status only moves forward; settled seqs strictly increase.
+The honest provider's queued messages reach the consumer through the wire codec and are acked back; the
+provider's keys may also be used to misbehave (over-claiming beats and checkpoints, forks, replays, gaps,
+forgeries); a small chain model mines the transactions the consumer emits and tells both leases. Invariants:
+what the consumer has authorised never exceeds price x the largest usage it verified, nor the deposit; nothing it
+verified exceeds what elapsed time allows; status only moves forward; settled seqs strictly increase; the
+provider never signs two different checkpoints with one seq, never meters more than elapsed time allows, starts
+its job once and stops it once the lease is closed.
 """
 
 from __future__ import annotations
@@ -32,16 +36,27 @@ from node.protocol.lease import (
     ContractSendFinalize,
     ContractSendSettle,
     ContractSendTopUp,
+    JobEnd,
+    JobEnded,
+    JobPhase,
+    JobRequest,
+    JobStarted,
     LeaseConfig,
     LeaseStatus,
     OfferTerms,
+    ProviderTick,
+    ReceiveAck,
     ReceiveCheckpoint,
     ReceiveHeartbeat,
+    ReceiveJobSpec,
+    StartJob,
+    StopJob,
     StoreCheckpoint,
     TimerTick,
     transition,
 )
-from node.protocol.provider_lease import MeteringSample, cut_checkpoint, new_meter, next_heartbeat, update_lease_times
+from node.protocol.lease_messages import decode_message, to_change
+from node.protocol.provider_lease import ProviderKeys, new_provider_lease
 
 WALLET = keccak(b"provider wallet")
 PROVIDER = Account.from_key(WALLET).address
@@ -57,6 +72,9 @@ MAX_DURATION = 900
 LEASE = 3
 TERMS = OfferTerms(b"\x0f" * 32, PROVIDER, bytes(NODE.verify_key), PRICE, MAX_DURATION)
 CONFIG = LeaseConfig(settlement_window_s=120, topup_warning_ms=60_000)
+KEYS = ProviderKeys(NODE, WALLET)
+CONSUMER_PEER = "12D3KooWConsumer"
+NEVER = 10**12  # a checkpoint interval that never comes due
 
 
 class ConsumerLease(RuleBasedStateMachine):
@@ -68,7 +86,13 @@ class ConsumerLease(RuleBasedStateMachine):
             LEASE, TERMS.offer_hash, PROVIDER, CONSUMER, GPUS, PRICE, deposit, START, START + 300
         )
         self.now = START * 1000
-        self.meter = new_meter(LEASE, GPUS, START, START + 300)
+        # the provider's side of the same lease: job started, metering
+        self.provider = new_provider_lease(opened, TERMS, DOMAIN, CONFIG, devices=(0, 1))
+        self.provider_cps: dict[int, SignedCheckpoint] = {}  # every checkpoint the provider signed, by seq
+        self.jobs_started = 0
+        self.job_stopped = False
+        self.provide(ReceiveJobSpec(CONSUMER_PEER, JobRequest(("train",))))
+        self.provide(JobStarted(CONSUMER_PEER))
         # chain model
         self.chain_deposit = deposit
         self.chain_ends_at = START + 300
@@ -117,6 +141,38 @@ class ConsumerLease(RuleBasedStateMachine):
                 self.txs.append(ev)
         return events
 
+    def provide(self, change):
+        """A change of the provider's lease; its events are checked."""
+        before = self.provider
+        self.provider, events = transition(self.provider, change, KEYS)
+        assert self.provider.status >= before.status
+        for ev in events:
+            if isinstance(ev, StoreCheckpoint):
+                cp = ev.signed_cp
+                assert self.provider_cps.setdefault(cp.checkpoint.seq, cp) == cp, "signed a seq twice"
+            elif isinstance(ev, StartJob):
+                self.jobs_started += 1
+                assert self.jobs_started == 1
+            elif isinstance(ev, StopJob):
+                self.job_stopped = True
+        return events
+
+    def deliver(self):
+        """The provider's queue reaches the consumer in order; each message is acked."""
+        side = self.provider.provider
+        for raw in side.outq:
+            change = to_change(decode_message(raw), self.now + 20)
+            if change is not None:
+                self.apply(change)
+        self.provide(ReceiveAck(len(side.outq)))
+        assert self.provider.provider.outq == ()
+
+    def provider_tick(self, checkpoint_interval_ms: int):
+        side = self.provider.provider
+        running = side.job is JobPhase.RUNNING
+        self.provide(ProviderTick(self.now, running, None, checkpoint_interval_ms))
+        self.deliver()
+
     def advance(self, ms: int):
         self.now += ms
 
@@ -125,23 +181,25 @@ class ConsumerLease(RuleBasedStateMachine):
     @rule(dt=st.integers(1_000, 6_000))
     def honest_beat(self, dt):
         self.advance(dt)
-        self.meter, signed = next_heartbeat(self.meter, MeteringSample(self.now, GPUS), NODE)
-        self.apply(ReceiveHeartbeat(signed, self.now + 20))
+        self.provider_tick(NEVER)
 
     @rule()
     def honest_checkpoint(self):
-        self.meter, signed = cut_checkpoint(self.meter, self.now, WALLET, DOMAIN)
-        if signed is not None:
-            self.last_cp = signed
-            self.apply(ReceiveCheckpoint(signed, self.now + 30))
+        self.provider_tick(0)
+        if self.provider_cps:
+            self.last_cp = self.provider_cps[max(self.provider_cps)]
 
-    @rule(beats=st.integers(1, 12), jitter=st.integers(0, 900))
-    def honest_interval(self, beats, jitter):
+    @rule(beats=st.integers(1, 12))
+    def honest_interval(self, beats):
         for _ in range(beats):
             self.advance(5_000)
-            self.meter, signed = next_heartbeat(self.meter, MeteringSample(self.now + jitter, GPUS), NODE)
-            self.apply(ReceiveHeartbeat(signed, self.now + 20))
+            self.provider_tick(NEVER)
         self.honest_checkpoint()
+
+    @rule()
+    def job_ends(self):
+        if self.provider.provider.outcome is None:
+            self.provide(JobEnded(JobEnd(0, "done\n", True)))
 
     # ----------------------------------------------------------------------------------- malicious provider
 
@@ -173,8 +231,8 @@ class ConsumerLease(RuleBasedStateMachine):
 
     @rule()
     def forged_beat(self):
-        s = self.state
-        hb = Heartbeat(LEASE, s.beats.tip.seq + 1, self.now, s.beats.tip.gpu_seconds, s.beats.tip.hash if s.beats.tip.seq else bytes(32))
+        tip = self.state.beats.tip
+        hb = Heartbeat(LEASE, tip.seq + 1, self.now, tip.gpu_seconds, tip.hash if tip.seq else bytes(32))
         self.apply(ReceiveHeartbeat(sign_heartbeat(hb, FORGER_NODE), self.now))
 
     # ----------------------------------------------------------------------------------- user, time, chain
@@ -220,20 +278,21 @@ class ConsumerLease(RuleBasedStateMachine):
         elif isinstance(tx, ContractSendClose):
             if self.chain_closed_at is None:
                 self.chain_closed_at = now_s
-                self.meter = update_lease_times(self.meter, closed_at=now_s)
                 self.apply(ContractReceiveLeaseClosed(LEASE, now_s, CONSUMER))
+                self.provide(ContractReceiveLeaseClosed(LEASE, now_s, CONSUMER))
         elif isinstance(tx, ContractSendTopUp):
             cap = PRICE * GPUS * MAX_DURATION
             if self.chain_closed_at is None and self.chain_deposit + tx.amount <= cap and not fail:
                 self.chain_deposit += tx.amount
                 self.chain_ends_at = START + min(MAX_DURATION, self.chain_deposit // (PRICE * GPUS))
-                self.meter = update_lease_times(self.meter, ends_at=self.chain_ends_at)
                 self.apply(ContractReceiveTopUp(LEASE, tx.amount, self.chain_deposit, self.chain_ends_at))
+                self.provide(ContractReceiveTopUp(LEASE, tx.amount, self.chain_deposit, self.chain_ends_at))
         elif isinstance(tx, ContractSendFinalize):
             assert self.chain_closed_at is not None and now_s >= self.chain_closed_at + CONFIG.settlement_window_s
             if not self.chain_finalized:
                 self.chain_finalized = True
                 self.apply(ContractReceiveLeaseFinalized(LEASE, self.chain_deposit - self.chain_paid))
+                self.provide(ContractReceiveLeaseFinalized(LEASE, self.chain_deposit - self.chain_paid))
 
     # ----------------------------------------------------------------------------------- invariants
 
@@ -254,6 +313,19 @@ class ConsumerLease(RuleBasedStateMachine):
         assert self.state.ledger.settled_seq >= self.last_settled_seq
         self.last_settled_seq = self.state.ledger.settled_seq
         assert self.state.ledger.settled_seq == self.chain_settled_seq
+
+    @invariant()
+    def provider_meters_no_more_than_elapsed_time(self):
+        meter = self.provider.provider.meter  # (a close is learnt after the fact: it clips later samples only)
+        assert meter.gpu_ms <= GPUS * max(0, min(self.now, meter.ends_at * 1000) - START * 1000)
+        assert meter.closed_at == self.chain_closed_at
+
+    @invariant()
+    def provider_job_stops_once_the_lease_closes(self):
+        side = self.provider.provider
+        if self.chain_closed_at is not None and side.outcome is None:
+            assert self.job_stopped
+        assert self.jobs_started == 1
 
     @invariant()
     def finalized_only_after_close(self):

@@ -162,7 +162,8 @@ def test_happy_path_verify_settle_close_finalize():
     assert state.beats.pending == () and state.ledger.pending_settlement is not None
 
     state, events = transition(state, ContractReceiveLeaseSettled(LEASE, 1, 120, PRICE * 120, 12))
-    assert state.ledger.settled_seq == 1 and state.ledger.paid == PRICE * 120 and state.ledger.pending_settlement is None
+    money = state.ledger
+    assert money.settled_seq == 1 and money.paid == PRICE * 120 and money.pending_settlement is None
 
     state, events, cp2 = run_minute(state, provider, 60, 120)
     (settle,) = of(events, ContractSendSettle)
@@ -416,3 +417,20 @@ def test_provider_role_follows_the_chain_and_closes_at_the_end():
     assert of(events, NotifyUser)[0].notice is Notice.IGNORED
     state, _ = transition(state, ContractReceiveLeaseSettled(LEASE, 1, 100, 1_000))
     assert state.ledger.paid == 1_000 and state.ledger.settled_seq == 1
+
+
+def test_a_received_heartbeat_is_checked_with_the_checkpoint_chain_rules():
+    state = make_open()
+    provider = Provider()
+    state, _ = transition(state, ReceiveHeartbeat(provider.beat((START + 5) * 1000), (START + 5) * 1000))
+    late = provider.beat((START + 30) * 1000)  # 25 s after the previous beat: more than 3 x 5 s
+    after, events = transition(state, ReceiveHeartbeat(late, (START + 30) * 1000))
+    assert after.beats.tip == state.beats.tip and after.counters.heartbeats_rejected == 1
+    assert of(events, NotifyUser)[0].detail.startswith(RejectReason.HEARTBEAT_GAP.value)
+    greedy = sign_heartbeat(Heartbeat(LEASE, 2, (START + 10) * 1000, 1_000, state.beats.tip.hash), NODE)
+    after, events = transition(state, ReceiveHeartbeat(greedy, (START + 10) * 1000))
+    assert after.beats.tip == state.beats.tip
+    assert of(events, NotifyUser)[0].detail.startswith(RejectReason.HEARTBEAT_OVER_CLAIM.value)
+    early = sign_heartbeat(Heartbeat(LEASE, 1, (START - 1) * 1000, 0, bytes(32)), NODE)
+    after, events = transition(make_open(), ReceiveHeartbeat(early, START * 1000))
+    assert of(events, NotifyUser)[0].detail.startswith(RejectReason.HEARTBEAT_OUT_OF_ORDER.value)
