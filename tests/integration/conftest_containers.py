@@ -12,6 +12,7 @@ instead: ``scripts/setup`` installs them there.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -49,7 +50,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"no container runtime: {reason}")
 
 
-def _build_image_tar(dest: Path, busybox: str) -> Path:
+def build_image_tar(dest: Path, busybox: str) -> Path:
     """A tarball of a root filesystem with busybox as /bin/busybox and its applets as symlinks."""
     tar_path = dest / "busybox-rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
@@ -71,7 +72,7 @@ def _build_image_tar(dest: Path, busybox: str) -> Path:
     return tar_path
 
 
-def _is_static_elf(path: str) -> bool:
+def is_static_elf(path: str) -> bool:
     """An ELF executable without a program interpreter (PT_INTERP): runs in an image with no libc."""
     with open(path, "rb") as f:
         head = f.read(64)
@@ -84,7 +85,7 @@ def _is_static_elf(path: str) -> bool:
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
 
 
-def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
+def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -100,40 +101,52 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: floa
     raise RuntimeError(f"podman system service did not listen on {path} within {deadline_s} s")
 
 
-@pytest.fixture(scope="module")
-def podman_service() -> Iterator[PodmanService]:
-    missing = [tool for tool in ("podman", "runc") if shutil.which(tool) is None]
-    busybox = shutil.which("busybox")
-    if missing:
-        _unavailable(f"{', '.join(missing)} not installed")
-    if busybox is None:
-        _unavailable("busybox (busybox-static) not installed: the test image is built from it")
-    assert busybox is not None
-    if not _is_static_elf(busybox):
-        _unavailable(f"{busybox} is not statically linked (install busybox-static)")
-    if os.geteuid() != 0:
-        _unavailable("the tests run podman as root (with runc and cgroupfs); not root here")
-    # A short path: unix socket paths are limited to 108 bytes.
-    base = Path(tempfile.mkdtemp(prefix="gpunet-podman-"))
-    cmd = (
+def podman_command(base: Path) -> tuple[str, ...]:
+    """``podman`` with private storage under ``base``, runc and cgroupfs."""
+    return (
         "podman", "--root", str(base / "root"), "--runroot", str(base / "run"), "--tmpdir", str(base / "tmp"),
         "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
     )
+
+
+def podman_unavailable_reason() -> str | None:
+    """Why a private Podman service cannot be had here, or ``None``."""
+    missing = [tool for tool in ("podman", "runc", "busybox") if shutil.which(tool) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (apt-get install podman runc busybox-static)"
+    busybox = shutil.which("busybox")
+    assert busybox is not None
+    if not is_static_elf(busybox):
+        return f"{busybox} is not statically linked (install busybox-static)"
+    if os.geteuid() != 0:
+        return "podman runs here as root (with runc and cgroupfs); not root"
+    return None
+
+
+@contextlib.contextmanager
+def private_podman() -> Iterator[PodmanService]:
+    """A Podman service on a private socket and storage, with the busybox test image; stopped and removed after.
+
+    Raises ``RuntimeError`` (with the service's log) when it does not come up.
+    """
+    busybox = shutil.which("busybox")
+    assert busybox is not None
+    base = Path(tempfile.mkdtemp(prefix="gpunet-podman-"))  # short: unix socket paths are limited to 108 bytes
+    cmd = podman_command(base)
     sock = base / "podman.sock"
-    log_file = open(base / "service.log", "wb")  # noqa: SIM115 - closed at teardown
+    log_file = open(base / "service.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([*cmd, "system", "service", "--time=0", f"unix://{sock}"],
                             stdout=log_file, stderr=subprocess.STDOUT)
     try:
         try:
-            _wait_for_socket(sock, proc, 30)
+            wait_for_socket(sock, proc, 30)
         except RuntimeError as exc:
             log_file.flush()
-            _unavailable(f"{exc}: {(base / 'service.log').read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(f"{exc}: {(base / 'service.log').read_text(errors='replace')[-2000:]}") from exc
         service = PodmanService(sock, base, TEST_IMAGE, cmd)
-        tar_path = _build_image_tar(base, busybox)
-        imported = service.podman("import", tar_path.as_posix(), TEST_IMAGE, timeout=120)
+        imported = service.podman("import", build_image_tar(base, busybox).as_posix(), TEST_IMAGE, timeout=120)
         if imported.returncode != 0:
-            _unavailable(f"podman import failed: {imported.stderr.strip()[-2000:]}")
+            raise RuntimeError(f"podman import failed: {imported.stderr.strip()[-2000:]}")
         yield service
     finally:
         proc.terminate()
@@ -145,3 +158,15 @@ def podman_service() -> Iterator[PodmanService]:
         log_file.close()
         subprocess.run([*cmd, "rm", "--all", "--force"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def podman_service() -> Iterator[PodmanService]:
+    reason = podman_unavailable_reason()
+    if reason is not None:
+        _unavailable(reason)
+    try:
+        with private_podman() as service:
+            yield service
+    except RuntimeError as exc:
+        _unavailable(str(exc))
