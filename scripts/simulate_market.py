@@ -47,21 +47,25 @@ def plot(results: list[SimResult], out: Path) -> list[Path]:
     hours = range(len(results[0].hourly_utilisation))
     days = [h / 24 for h in hours]
 
-    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    fig, (ax1, ax2, ax3, ax4) = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     ax1.fill_between(days, results[0].hourly_demand, color="tab:green", alpha=0.3, label="GPU-hours arriving")
     ax1.set_ylabel("demand (GPU-h / hour)")
     ax1.legend(loc="upper right")
-    ax1.set_title("Demand, utilisation and asking prices over the simulated week")
+    ax1.set_title("Demand, utilisation and prices over the simulated week")
     for r in results:
         ax2.plot(days, [100 * u for u in r.hourly_utilisation], color=colours.get(r.policy), label=r.policy, lw=1.2)
         ax3.plot(days, r.hourly_price_index, color=colours.get(r.policy), label=r.policy, lw=1.2)
+        paid = [x or float("nan") for x in r.hourly_paid_index]  # gaps where no lease opened
+        ax4.plot(days, paid, color=colours.get(r.policy), label=r.policy, lw=1.0)
     ax2.set_ylabel("GPUs leased (%)")
     ax2.set_ylim(0, 100)
     ax2.legend(loc="lower right")
-    ax3.set_ylabel("mean asking price\n(x typical cost)")
-    ax3.set_xlabel("day")
+    ax3.set_ylabel("mean asking price,\nall providers\n(x typical cost)")
     ax3.legend(loc="upper right")
-    for ax in (ax1, ax2, ax3):
+    ax4.set_ylabel("mean price paid,\nleases opened\n(x typical cost)")
+    ax4.set_xlabel("day")
+    ax4.legend(loc="upper right")
+    for ax in (ax1, ax2, ax3, ax4):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     series = out / "market_sim_week.png"
@@ -129,11 +133,14 @@ def main() -> None:
         print(f"  {r.policy:12s} " + "  ".join(f"{name} {price:.2f}" for name, price in r.mean_price_per_model))
 
     if args.sweep:
-        print("\nutilisation policy by target:\n")
+        print("\nvariants (utilisation: target, averaging time constant; market: percentile):\n")
         print(HEADER)
         for target in (5000, 6000, 7000, 8000):
             r = simulate(replace(cfg, policy="utilisation", target_bps=target), world)
             print(row(f"utilisation, target {target // 100} %", r))
+        for tau_h in (1, 4):
+            r = simulate(replace(cfg, policy="utilisation", busy_tau_s=tau_h * 3600), world)
+            print(row(f"utilisation, averaged over {tau_h} h", r))
         r = simulate(replace(cfg, policy="market", market_percentile=25), world)
         print(row("market, 25th percentile", r))
 

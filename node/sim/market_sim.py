@@ -73,17 +73,19 @@ class SimConfig:
     providers: int = 1000
     jobs: int = 50_000
     days: int = 7
+    warmup_days: int = 1  # simulated before the measured days (same demand pattern), so no one starts from empty
     tick_s: int = 300
     policy: str = "fixed"
     reprice_interval_s: int = 900  # the re-announce interval of every policy
-    markup: float = 1.3  # fixed price (and every policy's starting price) = own cost * markup
+    markup: float = 1.3  # median markup: a provider's fixed price (and every policy's start) = own cost * its markup
+    markup_sigma: float = 0.25  # providers guess: each one's markup is markup * lognormal(0, sigma), at least 1
     ceiling_x: float = 4.0  # market/utilisation ceiling = own cost * ceiling_x; floor = own cost
     target_bps: int = 6000
     max_step_bps: int = 500
     deadband_bps: int = 500
     market_percentile: int = 50
     running_share: float = 0.3  # part of a provider's cost that is paid only while a GPU is leased (power, ...)
-    busy_tau_s: int = 4 * HOUR  # time constant of each provider's moving average of its own utilisation
+    busy_tau_s: int = 2 * HOUR  # time constant of each provider's moving average of its own utilisation
     value_median: float = 1.5  # median willingness to pay, as a multiple of the model's typical cost
     value_sigma: float = 0.35
     duration_median_h: float = 3.0
@@ -100,6 +102,7 @@ class Provider:
     region: int
     gpus: int
     cost: int  # base units per GPU-second
+    start_price: int  # the price it would configure by hand: cost * its own markup
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,8 @@ class Job:
 @dataclass(frozen=True, slots=True)
 class World:
     providers: tuple[Provider, ...]
-    jobs: tuple[Job, ...]  # by arrival
+    jobs: tuple[Job, ...]  # by arrival; those arriving before ``warmup_ticks`` belong to the warm-up
+    warmup_ticks: int = 0
 
 
 def _weighted(rng: random.Random, table: Sequence[tuple[int, float]]) -> int:
@@ -141,12 +145,20 @@ def make_world(cfg: SimConfig) -> World:
     for _ in range(cfg.providers):
         m = _weighted(rng, model_table)
         cost_h = MODELS[m].cost_per_hour * rng.uniform(0.75, 1.25)
+        cost = round(cost_h * UNIT / HOUR)
+        markup = max(1.0, cfg.markup * rng.lognormvariate(0.0, cfg.markup_sigma)) if cfg.markup_sigma else cfg.markup
         providers.append(
-            Provider(m, _weighted(rng, region_table), _weighted(rng, PROVIDER_GPUS), round(cost_h * UNIT / HOUR))
+            Provider(m, _weighted(rng, region_table), _weighted(rng, PROVIDER_GPUS), cost, round(cost * markup))
         )
+    warm = cfg.warmup_days * 86_400 // cfg.tick_s
     ticks = cfg.days * 86_400 // cfg.tick_s
-    cum = list(itertools.accumulate(demand_weight(t, cfg.tick_s) for t in range(ticks)))
-    arrivals = sorted(rng.choices(range(ticks), cum_weights=cum, k=cfg.jobs))
+    weights = [demand_weight(t - warm, cfg.tick_s) for t in range(warm + ticks)]
+    week = list(itertools.accumulate(weights[warm:]))
+    arrivals = rng.choices(range(warm, warm + ticks), cum_weights=week, k=cfg.jobs)
+    if warm:
+        warm_jobs = round(cfg.jobs * sum(weights[:warm]) / week[-1])
+        arrivals += rng.choices(range(warm), cum_weights=list(itertools.accumulate(weights[:warm])), k=warm_jobs)
+    arrivals.sort()
     jobs = []
     for arrival in arrivals:
         m = _weighted(rng, model_table)
@@ -166,11 +178,11 @@ def make_world(cfg: SimConfig) -> World:
                 value=value,
             )
         )
-    return World(tuple(providers), tuple(jobs))
+    return World(tuple(providers), tuple(jobs), warm)
 
 
 def make_policy(cfg: SimConfig, p: Provider) -> Policy:
-    start = round(p.cost * cfg.markup)
+    start = p.start_price
     ceiling = max(start, round(p.cost * cfg.ceiling_x))
     if cfg.policy == "fixed":
         return FixedPolicy(start)
@@ -205,6 +217,7 @@ class SimResult:
     mean_price_per_model: tuple[tuple[str, float], ...]  # $ per GPU-hour paid
     hourly_utilisation: tuple[float, ...]
     hourly_price_index: tuple[float, ...]  # mean asking price / typical cost, over providers
+    hourly_paid_index: tuple[float, ...]  # price / typical cost, leases opened in the hour (0: none)
     hourly_demand: tuple[float, ...]  # GPU-hours of jobs arriving in the hour
     hourly_unmet: tuple[float, ...]  # GPU-hours of jobs that gave up in the hour
 
@@ -245,6 +258,7 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
     n = len(provs)
     tick = cfg.tick_s
     ticks = cfg.days * 86_400 // tick
+    warm = w.warmup_ticks
     interval = cfg.reprice_interval_s
     reprice_every = max(1, interval // tick)
     ticks_per_hour = max(1, HOUR // tick)
@@ -252,7 +266,7 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
     typical = [round(m.cost_per_hour * UNIT / HOUR) for m in MODELS]
 
     policies = [make_policy(cfg, p) for p in provs]
-    states = [PricingState(round(p.cost * cfg.markup)) for p in provs]
+    states = [PricingState(p.start_price) for p in provs]
     price = [s.price for s in states]
     free = [p.gpus for p in provs]
     total_gpus = sum(p.gpus for p in provs)
@@ -287,10 +301,14 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
     leased_ticks = [0] * hours
     price_index = [0.0] * hours
     demand = [0.0] * hours
+    paid_hour = [0.0] * hours  # sum of index * GPU-hours of leases opened in the hour
+    paid_hour_w = [0.0] * hours
     unmet = [0.0] * hours
 
-    for t in range(ticks):
+    hour = 0
+    for t in range(warm + ticks):
         now = t * tick
+        measured = t >= warm
         while ends and ends[0][0] <= t:
             _, i, g = heapq.heappop(ends)
             busy_int[i] += (provs[i].gpus - free[i]) * (t - busy_at[i])
@@ -324,16 +342,18 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
                 if result.announce:
                     states[i] = result.state
                     price[i] = result.state.price
-                    if t:
+                    if t > warm:
                         announcements += 1
 
-        hour = t // ticks_per_hour
+        if measured:
+            hour = (t - warm) // ticks_per_hour
         while next_job < len(jobs) and jobs[next_job].arrival <= t:
             job = jobs[next_job]
             next_job += 1
-            gh = job.gpus * job.duration_s / HOUR
-            gpu_h_demanded += gh
-            demand[hour] += gh
+            if measured:
+                gh = job.gpus * job.duration_s / HOUR
+                gpu_h_demanded += gh
+                demand[hour] += gh
             waiting[job.model].append(job)
 
         for m, queue in enumerate(waiting):
@@ -343,7 +363,8 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
             still: list[Job] = []
             for job in queue:
                 if job.deadline < t:
-                    unmet[hour] += job.gpus * job.duration_s / HOUR
+                    if job.arrival >= warm:
+                        unmet[hour] += job.gpus * job.duration_s / HOUR
                     continue
                 chosen = -1
                 if offers and offers[0][0] <= job.max_price:
@@ -363,6 +384,8 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
                 free[chosen] -= g
                 leased += g
                 heapq.heappush(ends, (t + -(-job.duration_s // tick), chosen, g))
+                if job.arrival < warm:
+                    continue
                 gpu_s = g * job.duration_s
                 served += 1
                 gpu_h_served += gpu_s / HOUR
@@ -371,17 +394,22 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
                 surplus += (job.value - pr) * gpu_s
                 paid.weights.append(gpu_s / HOUR)
                 paid.index.append(pr / typical[m])
+                paid_hour[hour] += pr / typical[m] * gpu_s / HOUR
+                paid_hour_w[hour] += gpu_s / HOUR
                 paid_by_model[m][0] += pr * gpu_s
                 paid_by_model[m][1] += gpu_s
             waiting[m] = still
 
+        if not measured:
+            continue
         leased_ticks[hour] += leased
-        if t % ticks_per_hour == 0:
+        if (t - warm) % ticks_per_hour == 0:
             price_index[hour] = sum(price[i] / typical[provs[i].model] for i in range(n)) / n if n else 0.0
 
     for queue in waiting:  # still waiting at the end of the week: unmet
         for job in queue:
-            unmet[-1] += job.gpus * job.duration_s / HOUR
+            if job.arrival >= warm:
+                unmet[-1] += job.gpus * job.duration_s / HOUR
 
     mean, std, p10, p90 = _weighted_stats(paid.index, paid.weights)
     per_model = tuple(
@@ -392,7 +420,7 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
     fleet_cost = sum(p.cost * p.gpus for p in provs) * ticks * tick
     return SimResult(
         policy=cfg.policy,
-        jobs=len(jobs),
+        jobs=sum(1 for job in jobs if job.arrival >= warm),
         jobs_served=served,
         gpu_hours_demanded=gpu_h_demanded,
         gpu_hours_served=gpu_h_served,
@@ -409,6 +437,7 @@ def simulate(cfg: SimConfig, world: World | None = None) -> SimResult:
         mean_price_per_model=per_model,
         hourly_utilisation=tuple(x / (total_gpus * ticks_per_hour) if total_gpus else 0.0 for x in leased_ticks),
         hourly_price_index=tuple(price_index),
+        hourly_paid_index=tuple(x / wt if wt else 0.0 for x, wt in zip(paid_hour, paid_hour_w, strict=True)),
         hourly_demand=tuple(demand),
         hourly_unmet=tuple(unmet),
     )
