@@ -13,6 +13,7 @@ All values go through ``node.storage.codec`` (strict JSON, never pickle).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -105,27 +106,34 @@ class LeaseStore(Generic[R]):
             c.execute("UPDATE lease_outbox SET done = 1, error = ? WHERE id = ?", (error, outbox_id))
 
     # ------------------------------------------------------------------------------------------ evidence
-    def store_heartbeat(self, lease_id: int, seq: int, signed: bytes) -> None:
+    # An evidence write may mark its outbox event done in the same transaction (``done=<outbox id>``), so a
+    # crash can neither lose the write nor repeat it.
+    def store_heartbeat(self, lease_id: int, seq: int, signed: bytes, done: int | None = None) -> None:
         with self.db.tx() as c:
             c.execute("INSERT OR IGNORE INTO heartbeats(lease_id, seq, body, received_at) VALUES(?,?,?,?)",
                       (lease_id, seq, signed, time.time()))
+            _mark_done(c, done)
 
-    def store_checkpoint(self, lease_id: int, signed_cp: Any, status: str, reason: str) -> None:
+    def store_checkpoint(self, lease_id: int, signed_cp: Any, status: str, reason: str,
+                         done: int | None = None) -> None:
         cp = signed_cp.checkpoint
         with self.db.tx() as c:
             c.execute("INSERT INTO checkpoints(lease_id, seq, cumulative, body, status, reason, received_at) "
                       "VALUES(?,?,?,?,?,?,?)", (lease_id, cp.seq, cp.cumulative_gpu_seconds, codec.dumps(signed_cp),
                                                 status, reason, time.time()))
+            _mark_done(c, done)
 
     def checkpoints(self, lease_id: int) -> list[CheckpointRow]:
         return [CheckpointRow(int(r["seq"]), int(r["cumulative"]), str(r["status"]), str(r["reason"]))
                 for r in self.db.query("SELECT seq, cumulative, status, reason FROM checkpoints WHERE lease_id = ? "
                                        "ORDER BY rowid", (lease_id,))]
 
-    def store_job_result(self, lease_id: int, exit_code: int, log_tail: str, simulated: bool) -> None:
+    def store_job_result(self, lease_id: int, exit_code: int, log_tail: str, simulated: bool,
+                         done: int | None = None) -> None:
         with self.db.tx() as c:
             c.execute("INSERT OR REPLACE INTO job_results(lease_id, exit_code, log_tail, simulated, at) "
                       "VALUES(?,?,?,?,?)", (lease_id, exit_code, log_tail, int(simulated), time.time()))
+            _mark_done(c, done)
 
     def job_result(self, lease_id: int) -> JobResultRow | None:
         rows = self.db.query("SELECT exit_code, log_tail, simulated FROM job_results WHERE lease_id = ?", (lease_id,))
@@ -156,6 +164,11 @@ class LeaseStore(Generic[R]):
     def job_spec(self, lease_id: int) -> bytes | None:
         rows = self.db.query("SELECT job_spec FROM opens WHERE lease_id = ?", (lease_id,))
         return bytes(rows[0]["job_spec"]) if rows and rows[0]["job_spec"] else None
+
+
+def _mark_done(c: sqlite3.Connection, outbox_id: int | None) -> None:
+    if outbox_id is not None:
+        c.execute("UPDATE lease_outbox SET done = 1, error = NULL WHERE id = ?", (outbox_id,))
 
 
 def _open_row(r: Any) -> OpenRequest:
