@@ -2,7 +2,9 @@
 
 Each handler marks its outbox row done (``LeaseStore.done``) once the effect happened, or with an error when it
 never will (a reverted transaction, a lost race); a transaction that could not be sent (RPC down) stays pending
-and is carried out again at the next start. The consumer and provider drivers register the handlers that need
+and is carried out again at the next start. A crash between an effect and its done mark repeats the effect at the
+next start, so every effect is idempotent: evidence is written in the same transaction as the done mark, chain
+writes carry idempotency keys, a job is started only from the ``STARTING`` phase, peers take repeats. The consumer and provider drivers register the handlers that need
 their parts (sending the job spec, starting and stopping jobs).
 """
 
@@ -79,8 +81,7 @@ class EffectRunner:
         self.done(outbox_id)
 
     async def _store_heartbeat(self, rec: LeaseRecord, ev: L.StoreHeartbeat, outbox_id: int) -> None:
-        self.store.store_heartbeat(ev.lease_id, ev.seq, ev.signed)
-        self.done(outbox_id)
+        self.store.store_heartbeat(ev.lease_id, ev.seq, ev.signed, done=outbox_id)
 
     async def _store_checkpoint(self, rec: LeaseRecord, ev: L.StoreCheckpoint, outbox_id: int) -> None:
         if rec.state.role is L.Role.PROVIDER:
@@ -88,12 +89,10 @@ class EffectRunner:
         else:
             status = "accepted" if ev.accepted else "rejected"
             reason = (ev.reason.value if ev.reason else "") + (f": {ev.detail}" if ev.detail else "")
-        self.store.store_checkpoint(ev.lease_id, ev.signed_cp, status, reason)
-        self.done(outbox_id)
+        self.store.store_checkpoint(ev.lease_id, ev.signed_cp, status, reason, done=outbox_id)
 
     async def _store_job_result(self, rec: LeaseRecord, ev: L.StoreJobResult, outbox_id: int) -> None:
-        self.store.store_job_result(ev.lease_id, ev.exit_code, ev.log_tail, ev.simulated)
-        self.done(outbox_id)
+        self.store.store_job_result(ev.lease_id, ev.exit_code, ev.log_tail, ev.simulated, done=outbox_id)
 
     async def _notify(self, rec: LeaseRecord, ev: L.NotifyUser, outbox_id: int) -> None:
         self.notices.append({"lease_id": ev.lease_id, "notice": ev.notice.value, "detail": ev.detail,

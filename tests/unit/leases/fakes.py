@@ -347,8 +347,10 @@ class World:
         self.executor = FakeExecutor()
         self.engines: dict[str, LeaseEngine] = {}
         self.dbs: dict[str, Database] = {}
-        self.runs: dict[str, int] = {"consumer": 0, "provider": 0}  # effects carried out, over all restarts
-        self.kill_after: dict[str, int | None] = {"consumer": None, "provider": None}
+        self.runs: dict[str, int] = {"consumer": 0, "provider": 0}  # effects started, over all restarts
+        self.dones: dict[str, int] = {"consumer": 0, "provider": 0}  # effects marked done (outside evidence writes)
+        self.kill_after: dict[str, int | None] = {"consumer": None, "provider": None}  # ... that many effects
+        self.kill_at_done: dict[str, int | None] = {"consumer": None, "provider": None}  # ... that many done marks
         self.killed: set[str] = set()
 
     def build(self, role: str) -> LeaseEngine:
@@ -373,13 +375,21 @@ class World:
         async def counted(rec: LeaseRecord, ev: L.Event, outbox_id: int) -> None:
             limit = self.kill_after[role]
             if role in self.killed or (limit is not None and self.runs[role] >= limit):
-                self.killed.add(role)
-                self.network.handlers.pop(peer_of(KEYS[role][1]), None)  # its streams are gone at once
-                raise Killed(role)
+                self._kill(role)
             self.runs[role] += 1
             await run(rec, ev, outbox_id)
 
         engine.dispatcher.bind(counted)
+        done = engine.runner.done
+
+        def counted_done(outbox_id: int, error: str | None = None) -> None:
+            limit = self.kill_at_done[role]
+            if role in self.killed or (limit is not None and self.dones[role] >= limit):
+                self._kill(role)  # the effect happened; the mark that says so did not
+            self.dones[role] += 1
+            done(outbox_id, error)
+
+        engine.runner.done = counted_done  # type: ignore[method-assign]
         apply = engine.dispatcher.apply
 
         async def alive_apply(rec: LeaseRecord, change: L.Change) -> None:
@@ -390,6 +400,11 @@ class World:
         engine.dispatcher.apply = alive_apply  # type: ignore[method-assign]
         self.engines[role], self.dbs[role] = engine, db
         return engine
+
+    def _kill(self, role: str) -> None:
+        self.killed.add(role)
+        self.network.handlers.pop(peer_of(KEYS[role][1]), None)  # its streams are gone at once
+        raise Killed(role)
 
     async def start(self) -> None:
         for role in ("provider", "consumer"):
@@ -410,7 +425,7 @@ class World:
         await old.tasks.stop()
         self.dbs[role].close()
         self.killed.discard(role)
-        self.kill_after[role] = None
+        self.kill_after[role] = self.kill_at_done[role] = None
         await self.build(role).start()
 
     def advance(self, seconds: int) -> None:
