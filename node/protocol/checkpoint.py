@@ -26,7 +26,9 @@ Rules, in the order they are checked (the first failure is reported):
    ``CHAIN_BROKEN`` (wrong lease, seq not +1, or prevHash not the previous beat's hash),
    ``HEARTBEAT_OUT_OF_ORDER`` (time or gpuSeconds going backwards), ``HEARTBEAT_GAP`` (more than
    ``max_gap_intervals * heartbeat_interval_ms`` between beats), ``HEARTBEAT_IN_FUTURE``,
-   ``HEARTBEAT_OVER_CLAIM`` (a beat's gpuSeconds above gpus x its elapsed time + tolerance).
+   ``HEARTBEAT_OVER_CLAIM`` (a beat's gpuSeconds above gpus x its elapsed time + tolerance). The rules after the
+   signature are :func:`check_link`, the one chain verifier: the lease state machine also runs it on every beat
+   as it arrives, so a beat that would break a checkpoint is refused at once.
 9. ``HEAD_MISMATCH``: no beat in the chain hashes to ``heartbeatHead`` (or new usage with no new beats).
 10. ``HEAD_TIME_MISMATCH``: the head beat is not close to the checkpoint time (more than 1 s after it, or more
     than ``max_gap_intervals * heartbeat_interval_ms`` before it).
