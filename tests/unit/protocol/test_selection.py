@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.protocol.offers import Offer, gpu_model_from_name
-from node.protocol.provider_record import DAY, ProviderRecord
+from node.protocol.provider_record import DAY, ProviderRecord, score
 from node.protocol.selection import (
     Candidate,
     Exclusion,
@@ -140,3 +142,59 @@ def test_nothing_live_and_deterministic_ties() -> None:
 def test_request_validation() -> None:
     with pytest.raises(ValueError):
         LeaseRequest("H100-80GB", gpus=0, duration_s=10)
+
+
+# -- property: the choice obeys every filter and no eligible offer beats it -----------------------------------------
+
+offers_st = st.lists(
+    st.builds(
+        lambda i, model, gpus, price, vram, region, min_d, max_d, exp: cand(
+            i, model=model, gpus=gpus, price=price, vram=vram, region=region, min_d=min_d, max_d=max_d, expires=exp
+        ),
+        st.integers(1, 10**6),
+        st.sampled_from(("H100-80GB", "L40S")),
+        st.integers(1, 8),
+        st.integers(1, 500),
+        st.sampled_from((24_000, 81_920)),
+        st.sampled_from(("eu", "us", None)),
+        st.sampled_from((60, 4 * H)),
+        st.sampled_from((H, 86_400)),
+        st.sampled_from((NOW, NOW + H)),
+    ),
+    max_size=25,
+    unique_by=lambda c: c.offer_id,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    offers_st,
+    st.integers(1, 8),
+    st.sampled_from((H, 3 * H)),
+    st.sampled_from((None, "eu")),
+    st.sampled_from((None, 250 * H)),
+    st.sampled_from((None, 10**9)),
+    st.integers(0, 10**9),
+    st.dictionaries(st.integers(1, 10**6).map(prov), st.integers(0, 300), max_size=10),
+)
+def test_choice_obeys_filters_and_budget(cands: list[Candidate], gpus: int, duration: int, region: str | None,
+                                         max_price: int | None, day_cap: int | None, spent: int,
+                                         history: dict[bytes, int]) -> None:
+    req = LeaseRequest("H100-80GB", gpus, duration, min_vram_mib=40_000, region=region,
+                       max_price_per_gpu_hour=max_price)
+    records = {p: proven(int.from_bytes(p, "big"), n) for p, n in history.items()}
+    caps = SpendCaps(per_lease=2 * 10**8, per_day=day_cap)
+    sel = select(req, cands, records, NOW, caps=caps, spent_today=spent)
+    assert len(sel.ranked) + len(sel.excluded) == len(cands)
+    for r in sel.ranked:
+        o = r.candidate.offer
+        assert o.expires_at > NOW and o.gpu_model_name == "H100-80GB" and o.gpu_count >= gpus
+        assert o.vram_mib >= 40_000 and o.min_duration <= duration <= o.max_duration
+        assert region is None or r.candidate.region == region
+        assert max_price is None or o.price_per_gpu_second * H <= max_price
+        assert check_spend(r.quote.total, caps, spent).allowed
+        assert r.score == score(records.get(o.provider), NOW)
+    if sel.chosen is not None:
+        assert all(sel.chosen.adjusted_price <= r.adjusted_price for r in sel.ranked)
+    else:
+        assert not sel.ranked
