@@ -4,8 +4,10 @@ Each handler marks its outbox row done (``LeaseStore.done``) once the effect hap
 never will (a reverted transaction, a lost race); a transaction that could not be sent (RPC down) stays pending
 and is carried out again at the next start. A crash between an effect and its done mark repeats the effect at the
 next start, so every effect is idempotent: evidence is written in the same transaction as the done mark, chain
-writes carry idempotency keys, a job is started only from the ``STARTING`` phase, peers take repeats. The consumer and provider drivers register the handlers that need
-their parts (sending the job spec, starting and stopping jobs).
+writes carry idempotency keys, a job is started only from the ``STARTING`` phase, peers take repeats.
+
+The consumer and provider drivers register the handlers that need their parts (sending the job spec, starting
+and stopping jobs).
 """
 
 from __future__ import annotations
