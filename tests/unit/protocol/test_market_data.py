@@ -181,3 +181,78 @@ def test_matches_brute_force_on_random_history() -> None:
                         o.gpu_count for o, r in live.values()
                         if o.gpu_model_name == model and region in (r, ALL_REGIONS)
                     )
+
+
+def test_leases_and_settlements_match_brute_force() -> None:
+    rng = random.Random(11)
+    md = MarketData(retention_s=10**9)
+    live: dict[int, tuple[Offer, str]] = {}
+    leases: dict[int, tuple[int, int, tuple[str, str] | None]] = {}  # id -> (offer, gpus, (model, region))
+    cumulative: dict[int, int] = {}
+    settled: list[tuple[int, tuple[str, str], int, int]] = []  # (at, key, gpu-s, amount)
+    opened_at: list[tuple[int, tuple[str, str]]] = []
+    # An offer id is the hash of the offer: the same id always comes back with the same content.
+    catalog = {
+        i: (make_offer(i, model=rng.choice(("A", "B")), gpus=rng.randint(1, 8), price=rng.randint(1, 50)),
+            rng.choice(("eu", "us")))
+        for i in range(60)
+    }
+    t = NOW
+    for step in range(4000):
+        t += rng.randrange(0, 30)
+        action = rng.random()
+        i = rng.randrange(60)
+        if action < 0.35:
+            if i in live:
+                md.apply(OfferGone(oid(i)))
+                del live[i]
+            else:
+                md.apply(OfferLive(oid(i), *catalog[i]))
+                live[i] = catalog[i]
+        elif action < 0.6:
+            lease_id = step
+            gpus = rng.randint(1, 3)
+            key = (live[i][0].gpu_model_name, live[i][1]) if i in live else None
+            md.apply(opened(lease_id, i, gpus, t))
+            leases[lease_id] = (i, gpus, key)
+            if key is not None:
+                opened_at.append((t, key))
+        elif action < 0.85 and leases:
+            lease_id = rng.choice(sorted(leases))
+            offer, _, key = leases[lease_id]
+            new = cumulative.get(lease_id, 0) + rng.randrange(0, 600)
+            amount = rng.randrange(0, 10_000)
+            md.apply(LeaseSettledLog(lease_id, offer.to_bytes(20, "big"), new, amount, t))
+            cumulative[lease_id] = new
+            if key is not None:
+                settled.append((t, key, new - cumulative.get(-lease_id, 0), amount))
+                cumulative[-lease_id] = new
+        elif leases:
+            lease_id = rng.choice(sorted(leases))
+            md.apply(LeaseClosedLog(lease_id, leases[lease_id][0].to_bytes(20, "big"), t))
+            del leases[lease_id]
+        if step % 400 != 399:
+            continue
+        for model in ("A", "B"):
+            for region in ("eu", "us", ALL_REGIONS):
+
+                def match(key: tuple[str, str] | None, model: str = model, region: str = region) -> bool:
+                    return key is not None and key[0] == model and region in (key[1], ALL_REGIONS)
+
+                got = md.summary(model, region, now=t, windows=(600, 10**9))
+                offered = sum(o.gpu_count for o, r in live.values() if match((o.gpu_model_name, r)))
+                leased = sum(g for _, g, k in leases.values() if match(k))
+                on_live = sum(g for off, g, k in leases.values() if match(k) and off in live)
+                if got is None:
+                    assert offered == leased == 0
+                    continue
+                assert (got.gpus_offered, got.gpus_leased) == (offered, leased)
+                assert got.gpus_free == max(0, offered - on_live)
+                assert got.leases_open == sum(1 for _, _, k in leases.values() if match(k))
+                for window in got.windows:
+                    recent = [s for s in settled if match(s[1]) and s[0] > t - window.window_s]
+                    assert window.gpu_seconds_settled == sum(s[2] for s in recent)
+                    assert window.amount_settled == sum(s[3] for s in recent)
+                    assert window.leases_opened == sum(
+                        1 for at, k in opened_at if match(k) and at > t - window.window_s
+                    )
