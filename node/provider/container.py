@@ -20,9 +20,13 @@ runtime, cgroup version, NVIDIA integration).
   loopback services (the node's API, the chain RPC) are never reachable: they are not in the container's network
   namespace either way;
 * nothing of the host is mounted, no host namespaces (pid, ipc, network, user are the container's own);
-* GPUs: only the leased devices. ``gpu_mode="cdi"`` asks for CDI devices ``nvidia.com/gpu=<uuid>`` (Podman: as
-  ``HostConfig.Devices``; Docker ≥ 25: a ``DeviceRequest`` of driver ``cdi``); ``gpu_mode="nvidia"`` asks for a
-  ``DeviceRequest`` of driver ``nvidia`` with the devices' UUIDs (Docker with the NVIDIA container toolkit).
+* GPUs: only the leased devices. ``gpu_mode="cdi"`` asks for CDI devices ``nvidia.com/gpu=<uuid>``: on Docker
+  (≥ 25, CDI enabled) as a ``DeviceRequest`` of driver ``cdi``; on Podman through Podman's own create endpoint
+  (``/libpod/containers/create``, same socket, same container settings, see :func:`libpod_spec`), because its
+  Docker-compatible API ignores ``DeviceRequests`` and reads a CDI name in ``HostConfig.Devices`` as a path.
+  ``gpu_mode="nvidia"`` asks for a ``DeviceRequest`` of driver ``nvidia`` with the devices' UUIDs (Docker with
+  the NVIDIA container toolkit). A job with real GPUs on a runtime without the integration for the mode ends
+  as ``start_failed`` with what is missing (:meth:`RuntimeInfo.gpu_missing`).
   ``NVIDIA_VISIBLE_DEVICES`` is always set to the leased UUIDs (``void`` for none), so an image whose own
   environment says ``all`` gets nothing more on a host whose default runtime is ``nvidia``. Simulated GPUs are
   not devices: the job sees them only as ``GPUNET_SIMULATED_GPUS=<uuid,...>``.
@@ -316,6 +320,7 @@ class RuntimeInfo:
     nvidia_runtime: bool  # an OCI runtime named "nvidia" is configured
     cdi_dirs: tuple[str, ...]
     cdi_nvidia_specs: tuple[str, ...]  # CDI spec files (read on this host) that declare nvidia.com/gpu devices
+    libpod_api_version: str | None = None  # Podman's own API (for what its Docker-compatible API cannot do)
 
     def describe(self) -> str:
         nvidia = []
@@ -345,8 +350,9 @@ class RuntimeInfo:
 
 
 def _runtime_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> RuntimeInfo:
-    components = [str(c.get("Name", "")) for c in version.get("Components") or ()]
-    engine = "podman" if any("podman" in c.lower() for c in components) else "docker"
+    components = {str(c.get("Name", "")).lower(): c for c in version.get("Components") or ()}
+    podman = next((c for name, c in components.items() if "podman" in name), None)
+    engine = "podman" if podman is not None else "docker"
     runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
     cdi_dirs = tuple(info.get("CDISpecDirs") or DEFAULT_CDI_DIRS)
     specs = []
@@ -367,6 +373,8 @@ def _runtime_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> Runtim
         nvidia_runtime="nvidia" in runtimes,
         cdi_dirs=cdi_dirs,
         cdi_nvidia_specs=tuple(specs),
+        libpod_api_version=str((podman.get("Details") or {}).get("APIVersion") or version.get("Version"))
+        if podman is not None else None,
     )
 
 
@@ -401,6 +409,7 @@ class ContainerSettings:
     pull_timeout_s: float = 600.0
     stop_grace_s: float = 5.0
     callback_timeout_s: float = 5.0
+    podman_libpod_create: bool = False  # create every container through Podman's own API (always for GPUs)
 
     def __post_init__(self) -> None:
         if not self.node_id or _NAME_SAFE.search(self.node_id):
@@ -549,6 +558,8 @@ class ContainerExecutor:
                     {"Driver": "nvidia", "DeviceIDs": [d.uuid for d in real], "Capabilities": [["gpu"]]}
                 ]
             elif self.runtime.engine == "podman":
+                # Podman's Docker-compatible API takes a CDI name here for a path (and ignores DeviceRequests):
+                # such a container is created through Podman's own API (libpod_spec).
                 host["Devices"] = [
                     {"PathOnHost": f"nvidia.com/gpu={d.uuid}", "PathInContainer": "", "CgroupPermissions": ""}
                     for d in real
@@ -573,6 +584,48 @@ class ContainerExecutor:
             "NetworkDisabled": not s.allow_egress,
             "HostConfig": host,
         }
+
+
+def libpod_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The same container as a Docker ``/containers/create`` body, as Podman's own create body (``SpecGenerator``),
+    which, unlike Podman's Docker-compatible API, takes CDI device names."""
+    host = config["HostConfig"]
+    env = dict(entry.split("=", 1) for entry in config["Env"])
+    period = 100_000
+    return {
+        "name": name,
+        "image": config["Image"],
+        "entrypoint": config["Entrypoint"],
+        "command": config["Cmd"],
+        "env": env,
+        "user": config["User"],
+        "work_dir": config["WorkingDir"],
+        "labels": config["Labels"],
+        "privileged": False,
+        "cap_drop": ["all"],
+        "no_new_privileges": True,
+        "read_only_filesystem": True,
+        "mounts": [
+            {"destination": path, "type": "tmpfs", "source": "tmpfs", "options": opts.split(",")}
+            for path, opts in host["Tmpfs"].items()
+        ],
+        "image_volume_mode": "tmpfs",
+        "resource_limits": {
+            "memory": {"limit": host["Memory"], "swap": host["MemorySwap"]},
+            "cpu": {"quota": host["NanoCpus"] * period // 1_000_000_000, "period": period},
+            "pids": {"limit": host["PidsLimit"]},
+        },
+        "shm_size": host["ShmSize"],
+        "netns": {"nsmode": "none" if host["NetworkMode"] == "none" else "bridge"},
+        "ipcns": {"nsmode": "private"},
+        "r_limits": [
+            {"type": u["Name"], "soft": u["Soft"], "hard": u["Hard"]} for u in host["Ulimits"]
+        ],
+        "devices": [{"path": d["PathOnHost"]} for d in host.get("Devices") or ()],
+        "stdin": False,
+        "terminal": False,
+        "remove": False,
+    }
 
 
 class ContainerJob:
@@ -646,7 +699,7 @@ class ContainerJob:
                 return self._outcome(began, exit_code=126, failure=FAILED_START, digest=digest,
                                      error=f"cannot give the job its GPUs: {missing}")
             try:
-                container = await self._docker.containers.create(config, name=name)
+                container = await self._create(config, name)
             except DockerError as exc:
                 return self._start_failed(began, exc, digest)
             self.container_id = container.id
@@ -654,6 +707,18 @@ class ContainerJob:
         finally:
             if container is not None:
                 await asyncio.shield(self._remove(container))
+
+    async def _create(self, config: dict[str, Any], name: str) -> Any:
+        runtime = self._executor.runtime
+        host = config["HostConfig"]
+        if runtime.engine == "podman" and (host.get("Devices") or self._settings.podman_libpod_create):
+            # aiodocker has no public call for a path of another API; its JSON query helper is used as is.
+            created = await self._docker._query_json(
+                f"v{runtime.libpod_api_version}/libpod/containers/create", method="POST",
+                data=libpod_spec(config, name), versioned_api=False,
+            )
+            return self._docker.containers.container(created["Id"])
+        return await self._docker.containers.create(config, name=name)
 
     def _refused(self, began: float) -> JobOutcome:
         log.info("job image not allowed", extra={"lease_id": self.lease_id, "image": self.image})

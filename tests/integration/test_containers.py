@@ -8,6 +8,7 @@ Hostile jobs try what a stranger's job would try on a provider; each test assert
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -258,6 +259,29 @@ async def test_runtime_check_reports_what_it_found(executor: ContainerExecutor) 
 
 
 async def test_job_runs_confined_and_reports_its_output_and_digest(executor: ContainerExecutor) -> None:
+    await check_confined(executor)
+
+
+async def test_containers_made_through_podmans_own_api_are_confined_the_same(executor: ContainerExecutor) -> None:
+    # The path taken for GPUs on Podman (its Docker-compatible API cannot take CDI devices).
+    libpod = ContainerExecutor(executor.docker, dataclasses.replace(executor.settings, podman_libpod_create=True),
+                               executor.runtime)
+    await check_confined(libpod)
+
+
+async def test_leased_gpus_are_requested_as_cdi_devices_on_podman(executor: ContainerExecutor) -> None:
+    missing = await run(executor, job("true"), REAL_GPUS)
+    assert missing.failure == FAILED_START and "nvidia-ctk cdi generate" in (missing.error or "")
+    # As if a CDI spec were there: the runtime is asked for exactly the leased devices and, having no spec for
+    # them on this machine, refuses (it does not start the container without them).
+    faked = ContainerExecutor(executor.docker, executor.settings,
+                              dataclasses.replace(executor.runtime, cdi_nvidia_specs=("/etc/cdi/nvidia.yaml",)))
+    outcome = await run(faked, job("true"), REAL_GPUS[:1])
+    assert outcome.failure == FAILED_START and "nvidia.com/gpu=GPU-aaaa" in (outcome.error or ""), outcome
+    assert "GPU-bbbb" not in (outcome.error or "")
+
+
+async def check_confined(executor: ContainerExecutor) -> None:
     script = (
         "id -u; id -g; grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; "
         "touch /bin/x 2>&1 || echo rootfs-ro; echo ok > /tmp/f && cat /tmp/f; "
