@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,6 +112,7 @@ class FakeChain:
     executed: list[tuple[Any, ...]] = field(default_factory=list)
     logs: list[ChainEvent] = field(default_factory=list)  # every event mined, in order
     cursors: dict[str, int] = field(default_factory=dict)  # per reader: how many logs it has processed
+    reads: Counter[tuple[str, str]] = field(default_factory=Counter)  # (wallet, call) of every read
     _results: dict[str, TxResult] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _blocks: Any = field(default_factory=lambda: itertools.count(1))
@@ -258,6 +260,7 @@ class FakeWallet:
         return self.chain.mine(key, "withdrawEarnings", run)
 
     async def get_lease(self, lease_id: int) -> OnChainLease:
+        self.chain.reads[(self.wallet_address, "getLease")] += 1
         await asyncio.sleep(0)  # an RPC call: other tasks run meanwhile
         return self.chain.leases[lease_id].lease
 

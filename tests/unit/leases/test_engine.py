@@ -116,6 +116,7 @@ async def test_lease_opened_and_job_spec_arriving_together_adopt_the_lease_once(
                                         world.provider.on_lease_message(peer_of(CONSUMER_NODE), body))
     assert isinstance(decode_message(reply), AckMessage)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert world.chain.reads[(world.provider.address, "getLease")] == 1  # one adoption ran; the other waited for it
     assert [key for key in world.provider.leases] == [(lid, "provider")]
     assert world.provider.busy_devices() == {0, 1} and len(world.executor.jobs) == 1
     assert world.provider.leases[(lid, "provider")].state.provider.devices == (0, 1)
