@@ -78,10 +78,14 @@ contract LeaseEscrow is LeaseFaults {
         LeaseData storage lease = _leases[leaseId];
         LeaseState st = lease.state;
         if (st.status() != LeaseStatus.Open) revert LeaseEscrow_LeaseNotOpen(leaseId);
+        // The liveness slash is taken on the deposit at the challenge: no top-up while one is pending or missed.
+        if (st.livenessDeadline() != 0) revert LeaseEscrow_ChallengePending(leaseId);
         LeaseHead memory head = lease.head;
         OfferTerms memory o = _offers[head.offerId];
         uint256 oldDeposit = st.deposit();
         uint256 newDeposit = oldDeposit + amount;
+        // The equivocation slash is capped by the collateral of the opening deposit (see _equivocationSlash).
+        if (_depositsAtOpen[leaseId] == 0) _depositsAtOpen[leaseId] = oldDeposit;
         uint256 extraCollateral = newDeposit * _collateralBps / _BPS - oldDeposit * _collateralBps / _BPS;
         // newDeposit < 2^96: _emitToppedUp reverts above maxDeposit, which is capped at 2^96 - 1.
         lease.state = st.setDeposit(uint96(newDeposit));
@@ -131,7 +135,7 @@ contract LeaseEscrow is LeaseFaults {
     }
 
     /// @inheritdoc ILeaseEscrow
-    function closeLease(uint256 leaseId) external {
+    function closeLease(uint256 leaseId) external nonReentrant {
         LeaseData storage lease = _leases[leaseId];
         LeaseHead memory head = lease.head;
         LeaseState st = lease.state;
@@ -142,7 +146,9 @@ contract LeaseEscrow is LeaseFaults {
             uint256 endsAt = _endsAt(head, o, st.deposit());
             if (block.timestamp < endsAt) revert LeaseEscrow_LeaseNotEnded(leaseId, uint64(endsAt));
         }
-        _close(lease, st, leaseId, o.provider, head.consumer);
+        // Closing resolves a missed liveness deadline (see _close).
+        uint256 livenessSlash = _close(lease, st, leaseId, o.provider, head.consumer);
+        if (livenessSlash != 0) _staking.slash(o.provider, livenessSlash, head.consumer, head.consumer);
     }
 
     /// @inheritdoc ILeaseEscrow

@@ -71,15 +71,20 @@ abstract contract LeaseEscrowBase is ILeaseEscrow, EIP712, Ownable, ReentrancyGu
         uint32 offerCount;
     }
 
-    /// @dev A provider's pending claim; `readyAt` = 0 when there is none.
+    /// @dev A provider's pending claim (`readyAt` = 0 when there is none) and, in the same slot, the highest seq a
+    /// dispute refuted: a claim must carry a higher seq (it outlives the claims, so the slot is never deleted).
     struct ClaimData {
         uint64 seq;
         uint64 cumulativeGpuSeconds;
         uint64 readyAt;
+        uint64 disputedSeq;
     }
 
     /// @inheritdoc ILeaseEscrow
     uint16 public constant MAX_FEE_BPS = 1_000;
+
+    /// @inheritdoc ILeaseEscrow
+    uint32 public constant CHALLENGE_COOLDOWN_WINDOWS = 6;
 
     uint256 internal constant _BPS = 10_000;
     uint256 internal constant _MAX_SEQ = type(uint40).max;
@@ -109,6 +114,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrow, EIP712, Ownable, ReentrancyGu
     mapping(uint256 offerId => bytes32) internal _offerHashes;
     mapping(uint256 leaseId => ClaimData) internal _claims;
     mapping(uint256 leaseId => uint256) internal _slashed;
+    /// @dev The deposit a lease opened with, recorded at its first top-up (0 while it was never topped up).
+    mapping(uint256 leaseId => uint256) internal _depositsAtOpen;
     mapping(address provider => uint256) internal _minNonces;
     mapping(address provider => uint256) internal _earnings;
 
@@ -177,12 +184,21 @@ abstract contract LeaseEscrowBase is ILeaseEscrow, EIP712, Ownable, ReentrancyGu
     }
 
     /// @dev Closes an open lease whose current state word is `st`: the time field becomes closedAt (which ends
-    /// any liveness challenge).
+    /// any liveness challenge). A challenge whose deadline has passed is resolved first, whoever closes and why:
+    /// livenessSlashBps of the collateral is slashed (on the deposit at the challenge, which top-ups cannot change
+    /// while it is pending). Returns that slash; the caller asks the staking contract to carry it out, last.
     function _close(LeaseData storage lease, LeaseState st, uint256 leaseId, address provider, address consumer)
         internal
+        returns (uint256 livenessSlash)
     {
+        uint256 deadline = st.livenessDeadline();
         lease.state = st.setStatus(LeaseStatus.Closed).setClosedAt(uint32(block.timestamp));
         emit LeaseClosed(leaseId, provider, consumer, msg.sender, uint64(block.timestamp));
+        if (deadline != 0 && block.timestamp >= deadline) {
+            livenessSlash = _collateral(leaseId, st.deposit()) * _livenessSlashBps / _BPS;
+            if (livenessSlash != 0) _slashed[leaseId] += livenessSlash;
+            emit LivenessResolved(leaseId, provider, consumer, livenessSlash);
+        }
     }
 
     /// @dev Reverts unless the lease takes settlements (open, or closed within the settlement window).
@@ -242,6 +258,18 @@ abstract contract LeaseEscrowBase is ILeaseEscrow, EIP712, Ownable, ReentrancyGu
     /// @dev Collateral still locked for a lease: deposit * collateralBps / 10_000 minus what was slashed.
     function _collateral(uint256 leaseId, uint256 deposit) internal view returns (uint256) {
         return deposit * _collateralBps / _BPS - _slashed[leaseId];
+    }
+
+    /// @dev The slash of an equivocation: the collateral of the deposit the lease opened with, less what was already
+    /// slashed (never more than the remaining collateral, which is at least that). When the provider signed the two
+    /// checkpoints is not known on chain, and the opening deposit is the only one certainly at stake at any moment
+    /// of the lease (deposits only grow), so a top-up made while holding the pair cannot raise the slash.
+    function _equivocationSlash(uint256 leaseId, uint256 deposit) internal view returns (uint256) {
+        uint256 atOpen = _depositsAtOpen[leaseId];
+        if (atOpen == 0) atOpen = deposit;
+        uint256 cap = atOpen * _collateralBps / _BPS;
+        uint256 slashed = _slashed[leaseId];
+        return cap > slashed ? cap - slashed : 0;
     }
 
     function _verify(bytes32 structHash, bytes calldata sig, address signer) internal view {

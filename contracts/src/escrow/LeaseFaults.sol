@@ -24,12 +24,12 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         OfferTerms memory o = _offers[head.offerId];
         if (o.provider != msg.sender) revert LeaseEscrow_NotProvider(leaseId, msg.sender);
         _checkSettleable(leaseId, st);
-        if (_claims[leaseId].readyAt != 0) revert LeaseEscrow_ClaimPending(leaseId);
+        uint64 disputedSeq_ = _checkNoClaim(leaseId, cp.seq);
         _checkUsage(leaseId, head, st, o, cp.seq, cp.cumulativeGpuSeconds);
         if (cp.cumulativeGpuSeconds == st.settledGpuSeconds()) revert LeaseEscrow_NothingToClaim(leaseId);
         _verify(_hashCheckpoint(cp), providerSig, o.provider);
         uint64 readyAt = uint64(block.timestamp) + _disputeWindow;
-        _claims[leaseId] = ClaimData(cp.seq, cp.cumulativeGpuSeconds, readyAt);
+        _claims[leaseId] = ClaimData(cp.seq, cp.cumulativeGpuSeconds, readyAt, disputedSeq_);
         emit UsageClaimed(leaseId, o.provider, head.consumer, cp.seq, cp.cumulativeGpuSeconds, readyAt);
     }
 
@@ -47,7 +47,9 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         }
         address provider = _offers[head.offerId].provider;
         _verify(_hashCheckpoint(cp), providerSig, provider);
-        delete _claims[leaseId];
+        // The claim is voided, and no claim at or below the evidence's seq (>= the claim's) can be made again: the
+        // evidence refutes any such claim with more usage than it shows.
+        _claims[leaseId] = ClaimData(0, 0, 0, cp.seq);
         emit ClaimDisputed(leaseId, provider, consumer, c.seq, cp.seq);
     }
 
@@ -56,7 +58,7 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         ClaimData memory c = _claims[leaseId];
         if (c.readyAt == 0) revert LeaseEscrow_NoClaim(leaseId);
         if (block.timestamp < c.readyAt) revert LeaseEscrow_DisputeWindowOpen(leaseId, c.readyAt);
-        delete _claims[leaseId];
+        _claims[leaseId] = ClaimData(0, 0, 0, c.disputedSeq);
         LeaseData storage lease = _leases[leaseId];
         LeaseHead memory head = lease.head;
         address consumer = head.consumer;
@@ -80,6 +82,19 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         return Claim(c.seq, c.cumulativeGpuSeconds, c.readyAt);
     }
 
+    /// @inheritdoc ILeaseEscrow
+    function disputedSeq(uint256 leaseId) external view returns (uint64) {
+        return _claims[leaseId].disputedSeq;
+    }
+
+    /// @dev Reverts if a claim is pending or `seq` is at or below the last disputed seq; returns the latter.
+    function _checkNoClaim(uint256 leaseId, uint64 seq) private view returns (uint64 disputedSeq_) {
+        ClaimData memory c = _claims[leaseId];
+        if (c.readyAt != 0) revert LeaseEscrow_ClaimPending(leaseId);
+        disputedSeq_ = c.disputedSeq;
+        if (seq <= disputedSeq_) revert LeaseEscrow_SeqDisputed(leaseId, seq, disputedSeq_);
+    }
+
     /*//////////////////////////////////////////////////////////////
                     SILENT PROVIDER: LIVENESS CHALLENGES
     //////////////////////////////////////////////////////////////*/
@@ -95,6 +110,8 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         OfferTerms memory o = _offers[head.offerId];
         uint256 endsAt = _endsAt(head, o, st.deposit());
         if (block.timestamp >= endsAt) revert LeaseEscrow_LeaseEnded(leaseId, uint64(endsAt));
+        uint32 cooldownEnd = st.challengeCooldownEnd();
+        if (block.timestamp < cooldownEnd) revert LeaseEscrow_ChallengeCooldown(leaseId, cooldownEnd);
         uint32 deadline = uint32(block.timestamp + _livenessWindow);
         lease.state = st.setLivenessDeadline(deadline);
         emit LivenessChallenged(leaseId, o.provider, msg.sender, deadline);
@@ -111,7 +128,9 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         uint32 deadline = st.livenessDeadline();
         if (deadline == 0) revert LeaseEscrow_NoChallenge(leaseId);
         if (block.timestamp >= deadline) revert LeaseEscrow_LivenessWindowClosed(leaseId, deadline);
-        lease.state = st.setLivenessDeadline(0);
+        uint256 cooldownEnd = block.timestamp + uint256(_livenessWindow) * CHALLENGE_COOLDOWN_WINDOWS;
+        if (cooldownEnd > type(uint32).max) cooldownEnd = type(uint32).max;
+        lease.state = st.setChallengeCooldownEnd(uint32(cooldownEnd));
         emit LivenessAnswered(leaseId, provider, head.consumer);
     }
 
@@ -126,11 +145,15 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         LeaseHead memory head = lease.head;
         address consumer = head.consumer;
         address provider = _offers[head.offerId].provider;
-        uint256 slashAmount = _collateral(leaseId, st.deposit()) * _livenessSlashBps / _BPS;
-        if (slashAmount != 0) _slashed[leaseId] += slashAmount;
-        _close(lease, st, leaseId, provider, consumer);
-        emit LivenessResolved(leaseId, provider, consumer, slashAmount);
+        // Closing resolves the missed deadline (see _close).
+        uint256 slashAmount = _close(lease, st, leaseId, provider, consumer);
         if (slashAmount != 0) _staking.slash(provider, slashAmount, consumer, consumer);
+    }
+
+    /// @inheritdoc ILeaseEscrow
+    function challengeCooldownEnd(uint256 leaseId) external view returns (uint64) {
+        LeaseState st = _leases[leaseId].state;
+        return st.status() == LeaseStatus.Open ? st.challengeCooldownEnd() : 0;
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -151,12 +174,22 @@ abstract contract LeaseFaults is LeaseEscrowBase {
         if (st.status() == LeaseStatus.Finalized) revert LeaseEscrow_LeaseFinalized(leaseId);
         address provider = _offers[lease.head.offerId].provider;
         _checkEquivocation(leaseId, provider, cpA, sigA, cpB, sigB);
-        uint256 slashAmount = _collateral(leaseId, st.deposit());
+        _slashEquivocation(lease, st, leaseId, provider, cpA.seq);
+    }
+
+    /// @dev Closes the lease if open (resolving a missed liveness deadline first, see _close) and slashes the
+    /// equivocation (see _equivocationSlash); the staking calls come last.
+    function _slashEquivocation(LeaseData storage lease, LeaseState st, uint256 leaseId, address provider, uint64 seq)
+        private
+    {
+        address consumer = lease.head.consumer;
+        uint256 livenessSlash;
+        if (st.status() == LeaseStatus.Open) livenessSlash = _close(lease, st, leaseId, provider, consumer);
+        uint256 slashAmount = _equivocationSlash(leaseId, st.deposit());
         if (slashAmount == 0) revert LeaseEscrow_NothingToSlash(leaseId);
         _slashed[leaseId] += slashAmount;
-        address consumer = lease.head.consumer;
-        if (st.status() == LeaseStatus.Open) _close(lease, st, leaseId, provider, consumer);
-        emit EquivocationReported(leaseId, provider, consumer, msg.sender, cpA.seq, slashAmount);
+        emit EquivocationReported(leaseId, provider, consumer, msg.sender, seq, slashAmount);
+        if (livenessSlash != 0) _staking.slash(provider, livenessSlash, consumer, consumer);
         _staking.slash(provider, slashAmount, consumer, msg.sender);
     }
 

@@ -194,7 +194,8 @@ interface ILeaseEscrow {
     event LivenessAnswered(uint256 indexed leaseId, address indexed provider, address indexed consumer);
 
     /// @notice Emitted when an unanswered challenge was resolved: `slashed` of the collateral was slashed (mostly to
-    /// the consumer) and the lease closed.
+    /// the consumer) and the lease closed. Emitted by `resolveLiveness`, and by any transaction that closes the
+    /// lease after a missed deadline (`closeLease`, `reportEquivocation`), right after `LeaseClosed`.
     event LivenessResolved(
         uint256 indexed leaseId, address indexed provider, address indexed consumer, uint256 slashed
     );
@@ -291,8 +292,12 @@ interface ILeaseEscrow {
     error LeaseEscrow_NothingToClaim(uint256 leaseId);
     /// @notice The dispute evidence does not contradict the claim.
     error LeaseEscrow_InvalidEvidence(uint256 leaseId);
-    /// @notice A liveness challenge is already pending.
+    /// @notice A dispute refuted the checkpoints up to `disputedSeq`: a claim must carry a higher `seq`.
+    error LeaseEscrow_SeqDisputed(uint256 leaseId, uint64 seq, uint64 disputedSeq);
+    /// @notice A liveness challenge is pending (or its deadline was missed and it awaits resolution).
     error LeaseEscrow_ChallengePending(uint256 leaseId);
+    /// @notice The last challenge was answered: the consumer may challenge again from `cooldownEnd`.
+    error LeaseEscrow_ChallengeCooldown(uint256 leaseId, uint64 cooldownEnd);
     /// @notice There is no pending liveness challenge.
     error LeaseEscrow_NoChallenge(uint256 leaseId);
     /// @notice The liveness window is open until `deadline`.
@@ -345,7 +350,9 @@ interface ILeaseEscrow {
     ) external returns (uint256 leaseId);
 
     /// @notice Adds `amount` to an open lease's deposit (anyone may pay), moving `endsAt` (capped by maxDuration)
-    /// and locking the matching extra collateral from the provider's free stake.
+    /// and locking the matching extra collateral from the provider's free stake. Not while a liveness challenge is
+    /// pending or its deadline was missed (`LeaseEscrow_ChallengePending`): a slash depends only on what was at
+    /// stake when the fault happened.
     /// @param leaseId The lease.
     /// @param amount Tokens pulled from the caller; the new deposit may not exceed price * gpus * maxDuration.
     function topUp(uint256 leaseId, uint256 amount) external;
@@ -377,6 +384,8 @@ interface ILeaseEscrow {
     function settleBatch(SettleItem[] calldata items) external returns (uint256 settledCount);
 
     /// @notice Closes an open lease: the consumer at any time, the provider from `endsAt`. Usage stops accruing.
+    /// A pending liveness challenge ends; one whose deadline was missed is resolved as by `resolveLiveness`
+    /// (slash, `LivenessResolved`), so a provider cannot escape it by closing.
     function closeLease(uint256 leaseId) external;
 
     /// @notice After the settlement window of a closed lease (anyone): refunds deposit - paid to the consumer,
@@ -389,13 +398,15 @@ interface ILeaseEscrow {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice Provider claims a checkpoint its consumer did not settle; final after `disputeWindow`. Allowed
-    /// while open or within the settlement window, with the same checks as `settle` and cumulative > settled.
+    /// while open or within the settlement window, with the same checks as `settle`, cumulative > settled, and
+    /// seq > `disputedSeq(leaseId)` (a disputed checkpoint, or any at or below the evidence's seq, cannot be
+    /// claimed again).
     function claim(uint256 leaseId, UsageCheckpoint calldata cp, bytes calldata providerSig) external;
 
     /// @notice Consumer voids the pending claim with a provider-signed checkpoint of the same lease. Evidence
     /// counts when `cp.seq >= claim.seq && cp.cumulativeGpuSeconds < claim.cumulativeGpuSeconds`: the provider
     /// signed a later (or the same) seq with less usage, so the claimed usage contradicts its own records.
-    /// Within the dispute window only.
+    /// Within the dispute window only. Raises `disputedSeq(leaseId)` to `cp.seq`: later claims need a higher seq.
     function dispute(uint256 leaseId, UsageCheckpoint calldata cp, bytes calldata providerSig) external;
 
     /// @notice After the dispute window (anyone): applies the claim like a settlement, or drops it if a later
@@ -403,18 +414,26 @@ interface ILeaseEscrow {
     function finalizeClaim(uint256 leaseId) external;
 
     /// @notice Consumer challenges the provider of an open lease to prove liveness within `livenessWindow`.
+    /// Challenges are bounded: one at a time, only before `endsAt`, and after an answered challenge not before
+    /// `challengeCooldownEnd(leaseId)` = answer time + CHALLENGE_COOLDOWN_WINDOWS * livenessWindow
+    /// (`LeaseEscrow_ChallengeCooldown`), so a provider answers at most one challenge per cooldown.
     function challengeLiveness(uint256 leaseId) external;
 
-    /// @notice Provider answers a pending liveness challenge (its transaction is the signed response).
+    /// @notice Provider answers a pending liveness challenge (its transaction is the signed response); starts the
+    /// cooldown before the next challenge.
     function answerLiveness(uint256 leaseId) external;
 
     /// @notice After an unanswered challenge's deadline (anyone): slashes livenessSlashBps of the lease collateral
-    /// (wronged and finder shares to the consumer) and closes the lease.
+    /// (wronged and finder shares to the consumer) and closes the lease. The collateral is the one of the deposit at
+    /// the challenge (no top-up while a challenge is pending). Closing the lease by any other path after the
+    /// deadline resolves it the same way.
     function resolveLiveness(uint256 leaseId) external;
 
     /// @notice Anyone proves provider equivocation: two provider-signed checkpoints of `leaseId` with the same
-    /// seq and different contents. Slashes the lease's remaining collateral (consumer / caller / treasury) and
-    /// closes the lease if open. Allowed until the lease is finalized.
+    /// seq and different contents. Slashes the collateral of the deposit the lease opened with, less what was
+    /// already slashed (that deposit is the only one certainly at stake when the pair was signed; top-ups cannot
+    /// raise the slash; without top-ups this is all the remaining collateral), to consumer / caller / treasury, and closes the lease if open (resolving a missed liveness
+    /// deadline first, as `closeLease` does). Allowed until the lease is finalized.
     function reportEquivocation(
         uint256 leaseId,
         UsageCheckpoint calldata cpA,
@@ -455,11 +474,22 @@ interface ILeaseEscrow {
     /// @notice Maximum entries of `settleBatch`.
     function MAX_BATCH_SIZE() external view returns (uint256);
 
+    /// @notice After an answered liveness challenge, the consumer may challenge again only this many
+    /// `livenessWindow`s later.
+    function CHALLENGE_COOLDOWN_WINDOWS() external view returns (uint32);
+
     /// @notice The lease `leaseId` (status None if it does not exist).
     function getLease(uint256 leaseId) external view returns (Lease memory);
 
     /// @notice The pending claim of `leaseId` (readyAt = 0 if none).
     function getClaim(uint256 leaseId) external view returns (Claim memory);
+
+    /// @notice While `leaseId` is open, the time before which its consumer may not challenge again after an answered
+    /// challenge (0 when no cooldown was set; it may lie in the past).
+    function challengeCooldownEnd(uint256 leaseId) external view returns (uint64);
+
+    /// @notice The highest seq refuted by a dispute on `leaseId` (0 if none); a claim must carry a higher seq.
+    function disputedSeq(uint256 leaseId) external view returns (uint64);
 
     /// @notice Number of leases opened so far (the last lease id).
     function leaseCount() external view returns (uint256);

@@ -7,23 +7,26 @@ import {ILeaseEscrow} from "../interfaces/ILeaseEscrow.sol";
 /// liveness challenges write. Every read and write of its fields goes through `LeaseStateLibrary`.
 ///
 /// Layout, from the least significant bit:
-///   96 bits deposit | 64 bits settledGpuSeconds | 40 bits lastSeq | 16 bits feeBps | 8 bits status | 32 bits time
+///   96 bits deposit | 64 bits settledGpuSeconds | 40 bits lastSeq | 16 bits feeBps | 7 bits status
+///   | 1 bit cooldown | 32 bits time
 ///
 /// - deposit: tokens deposited so far (open + top-ups); never above 2^96 - 1 (`openLease` and `topUp` cap it).
 /// - settledGpuSeconds: cumulative usage of the last applied checkpoint; paid = price * settledGpuSeconds.
 /// - lastSeq: seq of the last applied checkpoint (seqs above 2^40 - 1 are refused).
 /// - feeBps: the protocol fee rate at open, fixed for the lease's life.
 /// - status: an `ILeaseEscrow.LeaseStatus`.
-/// - time (bits 224-255) holds one of two timestamps, told apart by the status (they are never needed together):
-///   while the lease is Open it is `livenessDeadline`, the deadline of an unanswered liveness challenge (0 when
-///   there is none); closing the lease overwrites it with `closedAt`, the close time, which it keeps while Closed
-///   and Finalized. A lease can only be closed while open, and a challenge only exists while open.
+/// - time (bits 224-255) holds one of three timestamps, told apart by the status and the cooldown bit (223; they
+///   are never needed together): while the lease is Open it is `livenessDeadline`, the deadline of an unanswered
+///   liveness challenge (0 when there is none), or, with the cooldown bit set, `challengeCooldownEnd`, before which
+///   the consumer may not challenge again after an answer; closing the lease overwrites it with `closedAt`, the
+///   close time (cooldown bit clear), which it keeps while Closed and Finalized. A lease can only be closed while
+///   open, and a challenge only exists while open.
 type LeaseState is bytes32;
 
 using LeaseStateLibrary for LeaseState global;
 
 library LeaseStateLibrary {
-    uint256 internal constant MASK_8_BITS = 0xFF;
+    uint256 internal constant MASK_7_BITS = 0x7F;
     uint256 internal constant MASK_16_BITS = 0xFFFF;
     uint256 internal constant MASK_32_BITS = 0xFFFFFFFF;
     uint256 internal constant MASK_40_BITS = 0xFFFFFFFFFF;
@@ -34,8 +37,13 @@ library LeaseStateLibrary {
     uint8 internal constant LAST_SEQ_OFFSET = 160;
     uint8 internal constant FEE_BPS_OFFSET = 200;
     uint8 internal constant STATUS_OFFSET = 216;
-    /// @dev Offset of the time field: `livenessDeadline` while Open, `closedAt` once Closed (see the layout).
+    /// @dev Offset of the cooldown bit: set while the time field is `challengeCooldownEnd` (see the layout).
+    uint8 internal constant COOLDOWN_OFFSET = 223;
+    /// @dev Offset of the time field: `livenessDeadline` or `challengeCooldownEnd` while Open, `closedAt` once
+    /// Closed (see the layout).
     uint8 internal constant TIME_OFFSET = 224;
+    /// @dev The cooldown bit and the time field (bits 223-255), which the time setters write together.
+    uint256 internal constant TIME_AND_COOLDOWN_MASK = 0xFFFFFFFF80000000000000000000000000000000000000000000000000000000;
 
     // #### CONSTRUCTOR ####
 
@@ -78,7 +86,7 @@ library LeaseStateLibrary {
     /// @dev `opened` and `setStatus` are the only writers of the status bits, always with a valid `LeaseStatus`.
     function status(LeaseState packed) internal pure returns (ILeaseEscrow.LeaseStatus result) {
         assembly ("memory-safe") {
-            result := and(MASK_8_BITS, shr(STATUS_OFFSET, packed))
+            result := and(MASK_7_BITS, shr(STATUS_OFFSET, packed))
         }
     }
 
@@ -92,7 +100,15 @@ library LeaseStateLibrary {
     /// @dev Deadline of an unanswered liveness challenge, 0 when there is none; meaningful only while Open.
     function livenessDeadline(LeaseState packed) internal pure returns (uint32 result) {
         assembly ("memory-safe") {
-            result := shr(TIME_OFFSET, packed)
+            result := mul(iszero(and(1, shr(COOLDOWN_OFFSET, packed))), shr(TIME_OFFSET, packed))
+        }
+    }
+
+    /// @dev Time before which no new liveness challenge may be made (set by an answer), 0 when there is none;
+    /// meaningful only while Open.
+    function challengeCooldownEnd(LeaseState packed) internal pure returns (uint32 result) {
+        assembly ("memory-safe") {
+            result := mul(and(1, shr(COOLDOWN_OFFSET, packed)), shr(TIME_OFFSET, packed))
         }
     }
 
@@ -125,23 +141,34 @@ library LeaseStateLibrary {
     function setStatus(LeaseState packed, ILeaseEscrow.LeaseStatus status_) internal pure returns (LeaseState result) {
         assembly ("memory-safe") {
             result := or(
-                and(not(shl(STATUS_OFFSET, MASK_8_BITS)), packed),
-                shl(STATUS_OFFSET, and(MASK_8_BITS, status_))
+                and(not(shl(STATUS_OFFSET, MASK_7_BITS)), packed),
+                shl(STATUS_OFFSET, and(MASK_7_BITS, status_))
             )
         }
     }
 
-    /// @dev Only when the lease closes (the status becomes Closed in the same write): ends any liveness challenge.
+    /// @dev Only when the lease closes (the status becomes Closed in the same write): ends any liveness challenge
+    /// or cooldown.
     function setClosedAt(LeaseState packed, uint32 time) internal pure returns (LeaseState result) {
         assembly ("memory-safe") {
-            result := or(and(not(shl(TIME_OFFSET, MASK_32_BITS)), packed), shl(TIME_OFFSET, and(MASK_32_BITS, time)))
+            result := or(and(not(TIME_AND_COOLDOWN_MASK), packed), shl(TIME_OFFSET, and(MASK_32_BITS, time)))
         }
     }
 
     /// @dev Only while the lease is Open: `time` is the new challenge deadline, or 0 to end the challenge.
     function setLivenessDeadline(LeaseState packed, uint32 time) internal pure returns (LeaseState result) {
         assembly ("memory-safe") {
-            result := or(and(not(shl(TIME_OFFSET, MASK_32_BITS)), packed), shl(TIME_OFFSET, and(MASK_32_BITS, time)))
+            result := or(and(not(TIME_AND_COOLDOWN_MASK), packed), shl(TIME_OFFSET, and(MASK_32_BITS, time)))
+        }
+    }
+
+    /// @dev Only while the lease is Open, when a challenge is answered: no new challenge before `time`.
+    function setChallengeCooldownEnd(LeaseState packed, uint32 time) internal pure returns (LeaseState result) {
+        assembly ("memory-safe") {
+            result := or(
+                and(not(TIME_AND_COOLDOWN_MASK), packed),
+                or(shl(COOLDOWN_OFFSET, 1), shl(TIME_OFFSET, and(MASK_32_BITS, time)))
+            )
         }
     }
 }

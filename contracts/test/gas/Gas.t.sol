@@ -207,4 +207,87 @@ contract GasTest is Base {
         escrow.withdrawEarnings();
         _report("withdrawEarnings", abi.encodeCall(escrow.withdrawEarnings, ()));
     }
+    /*//////////////////////////////////////////////////////////////
+                        TOP-UP AND FAULT PATHS
+    //////////////////////////////////////////////////////////////*/
+
+    function test_Gas_TopUp() public {
+        _cool();
+        vm.prank(consumer);
+        escrow.topUp(freshLease, PRICE * 600);
+        _report("topUp", abi.encodeCall(escrow.topUp, (freshLease, PRICE * 600)));
+    }
+
+    function test_Gas_Claim() public {
+        ILeaseEscrow.UsageCheckpoint memory c = _cp(freshLease, 1, 500);
+        bytes memory s = _signCp(providerKey, c);
+        _cool();
+        vm.prank(provider);
+        escrow.claim(freshLease, c, s);
+        _report("claim", abi.encodeCall(escrow.claim, (freshLease, c, s)));
+    }
+
+    function test_Gas_Dispute() public {
+        ILeaseEscrow.UsageCheckpoint memory c = _cp(freshLease, 1, 500);
+        bytes memory cs = _signCp(providerKey, c);
+        vm.prank(provider);
+        escrow.claim(freshLease, c, cs);
+        ILeaseEscrow.UsageCheckpoint memory e = _cp(freshLease, 2, 400);
+        bytes memory s = _signCp(providerKey, e);
+        _cool();
+        vm.prank(consumer);
+        escrow.dispute(freshLease, e, s);
+        _report("dispute", abi.encodeCall(escrow.dispute, (freshLease, e, s)));
+    }
+
+    function test_Gas_FinalizeClaim() public {
+        ILeaseEscrow.UsageCheckpoint memory c = _cp(freshLease, 1, 500);
+        bytes memory cs = _signCp(providerKey, c);
+        vm.prank(provider);
+        escrow.claim(freshLease, c, cs);
+        vm.warp(block.timestamp + DISPUTE_WINDOW);
+        _cool();
+        escrow.finalizeClaim(freshLease);
+        _report("finalizeClaim", abi.encodeCall(escrow.finalizeClaim, (freshLease)));
+    }
+
+    function test_Gas_ChallengeLiveness() public {
+        _cool();
+        vm.prank(consumer);
+        escrow.challengeLiveness(freshLease);
+        _report("challengeLiveness", abi.encodeCall(escrow.challengeLiveness, (freshLease)));
+    }
+
+    function test_Gas_AnswerLiveness() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(freshLease);
+        _cool();
+        vm.prank(provider);
+        escrow.answerLiveness(freshLease);
+        _report("answerLiveness", abi.encodeCall(escrow.answerLiveness, (freshLease)));
+    }
+
+    function test_Gas_ResolveLiveness() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(freshLease);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        _cool();
+        vm.prank(consumer);
+        escrow.resolveLiveness(freshLease);
+        _report("resolveLiveness (slash and close)", abi.encodeCall(escrow.resolveLiveness, (freshLease)));
+    }
+
+    function test_Gas_ReportEquivocation() public {
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(freshLease, 1, 100);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(freshLease, 1, 200);
+        bytes memory sa = _signCp(providerKey, a);
+        bytes memory sb = _signCp(providerKey, b);
+        _cool();
+        vm.prank(stranger);
+        escrow.reportEquivocation(freshLease, a, sa, b, sb);
+        _report(
+            "reportEquivocation (slash all and close)",
+            abi.encodeCall(escrow.reportEquivocation, (freshLease, a, sa, b, sb))
+        );
+    }
 }

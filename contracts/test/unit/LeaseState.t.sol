@@ -6,8 +6,12 @@ import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
 import {LeaseState, LeaseStateLibrary} from "../../src/types/LeaseState.sol";
 
 /// @dev The packed lease state word: each setter writes its own bits only, each getter reads them back, and the
-/// layout is the one of the struct it replaced (deposit lowest, then settled, lastSeq, feeBps, status, time).
+/// layout is the one of the struct it replaced (deposit lowest, then settled, lastSeq, feeBps, status, time), with
+/// the top bit of the old status byte now the cooldown bit.
 contract LeaseStateTest is Test {
+    /// @dev Every bit below the cooldown bit (223) and the time field.
+    uint256 private constant _LOW_223 = (uint256(1) << 223) - 1;
+
     function _word(LeaseState st) private pure returns (uint256) {
         return uint256(LeaseState.unwrap(st));
     }
@@ -25,6 +29,7 @@ contract LeaseStateTest is Test {
         assertEq(st.settledGpuSeconds(), 0);
         assertEq(st.lastSeq(), 0);
         assertEq(st.livenessDeadline(), 0);
+        assertEq(st.challengeCooldownEnd(), 0);
     }
 
     function testFuzz_Opened(uint96 deposit, uint16 feeBps) public pure {
@@ -44,20 +49,25 @@ contract LeaseStateTest is Test {
         assertEq(_word(zero.setStatus(ILeaseEscrow.LeaseStatus.Finalized)), uint256(3) << 216);
         assertEq(_word(zero.setClosedAt(type(uint32).max)), uint256(type(uint32).max) << 224);
         assertEq(_word(zero.setLivenessDeadline(type(uint32).max)), uint256(type(uint32).max) << 224);
+        assertEq(
+            _word(zero.setChallengeCooldownEnd(type(uint32).max)), (uint256(type(uint32).max) << 224) | (1 << 223)
+        );
     }
 
     function testFuzz_Getters(bytes32 raw) public pure {
         uint256 w = uint256(raw);
-        // Keep the status bits a valid LeaseStatus, as every writer does.
-        w = (w & ~(uint256(0xFF) << 216)) | (uint256(uint8(w >> 216) % 4) << 216);
+        // Keep the status bits a valid LeaseStatus, as every writer does (the cooldown bit 223 stays random).
+        w = (w & ~(uint256(0x7F) << 216)) | (uint256(uint8(w >> 216) % 4) << 216);
         LeaseState st = LeaseState.wrap(bytes32(w));
         assertEq(st.deposit(), uint96(w));
         assertEq(st.settledGpuSeconds(), uint64(w >> 96));
         assertEq(st.lastSeq(), uint40(w >> 160));
         assertEq(st.feeBps(), uint16(w >> 200));
-        assertEq(uint8(st.status()), uint8(w >> 216));
+        assertEq(uint8(st.status()), uint8(w >> 216) & 0x7F);
         assertEq(st.closedAt(), uint32(w >> 224));
-        assertEq(st.livenessDeadline(), uint32(w >> 224));
+        bool cooldown = (w >> 223) & 1 == 1;
+        assertEq(st.livenessDeadline(), cooldown ? 0 : uint32(w >> 224));
+        assertEq(st.challengeCooldownEnd(), cooldown ? uint32(w >> 224) : 0);
     }
 
     function testFuzz_SetDeposit_KeepsOtherBits(bytes32 raw, uint96 value) public pure {
@@ -84,14 +94,27 @@ contract LeaseStateTest is Test {
         ILeaseEscrow.LeaseStatus status = _status(value);
         LeaseState st = LeaseState.wrap(raw).setStatus(status);
         assertEq(uint8(st.status()), uint8(status));
-        uint256 mask = uint256(0xFF) << 216;
+        uint256 mask = uint256(0x7F) << 216;
         assertEq(_word(st) & ~mask, uint256(raw) & ~mask);
     }
 
     function testFuzz_SetClosedAt_KeepsOtherBits(bytes32 raw, uint32 value) public pure {
         LeaseState st = LeaseState.wrap(raw).setClosedAt(value);
         assertEq(st.closedAt(), value);
-        assertEq(uint224(_word(st)), uint224(uint256(raw)));
+        assertEq(st.challengeCooldownEnd(), 0);
+        assertEq(_word(st) & _LOW_223, uint256(raw) & _LOW_223);
+        assertEq((_word(st) >> 223) & 1, 0);
+    }
+
+    function testFuzz_SetChallengeCooldownEnd_KeepsOtherBits(bytes32 raw, uint32 value) public pure {
+        LeaseState st = LeaseState.wrap(raw).setChallengeCooldownEnd(value);
+        assertEq(st.challengeCooldownEnd(), value);
+        assertEq(st.livenessDeadline(), 0);
+        assertEq(_word(st) & _LOW_223, uint256(raw) & _LOW_223);
+        // An answer followed by a new challenge: the deadline replaces the cooldown.
+        st = st.setLivenessDeadline(value);
+        assertEq(st.livenessDeadline(), value);
+        assertEq(st.challengeCooldownEnd(), 0);
     }
 
     /// @dev The liveness deadline lives in the bits closedAt takes at close: closing ends any challenge.
@@ -101,7 +124,7 @@ contract LeaseStateTest is Test {
     {
         LeaseState st = LeaseState.wrap(raw).setLivenessDeadline(deadline);
         assertEq(st.livenessDeadline(), deadline);
-        assertEq(uint224(_word(st)), uint224(uint256(raw)));
+        assertEq(_word(st) & _LOW_223, uint256(raw) & _LOW_223);
         st = st.setStatus(ILeaseEscrow.LeaseStatus.Closed).setClosedAt(closedAt);
         assertEq(st.closedAt(), closedAt);
         assertEq(st.livenessDeadline(), closedAt);

@@ -21,6 +21,12 @@ contract SilentPartiesTest is Base {
         escrow.claim(leaseId, cp, sig);
     }
 
+    /// @dev Tops the lease up by three hours, so that it outlasts a challenge cooldown.
+    function _extend() internal {
+        vm.prank(consumer);
+        escrow.topUp(leaseId, PRICE * 2 * 3 hours);
+    }
+
     /*////////////////////////////// claim //////////////////////////////*/
 
     function test_Claim_FinalizedAfterWindow() public {
@@ -371,34 +377,36 @@ contract SilentPartiesTest is Base {
         escrow.resolveLiveness(leaseId);
     }
 
-    /// @dev Top-ups and settlements rewrite the lease state word; a pending challenge's deadline survives them.
-    function test_Liveness_DeadlineSurvivesTopUpAndSettle() public {
+    /// @dev Settlements rewrite the lease state word; a pending challenge's deadline survives them (top-ups are
+    /// refused while it is pending, see SlashBasis.t.sol).
+    function test_Liveness_DeadlineSurvivesSettle() public {
         uint64 deadline = uint64(block.timestamp + LIVENESS_WINDOW);
         vm.prank(consumer);
         escrow.challengeLiveness(leaseId);
-        vm.prank(consumer);
-        escrow.topUp(leaseId, PRICE * 2 * 60);
         _settle(leaseId, 1, 500);
         ILeaseEscrow.Lease memory l = escrow.getLease(leaseId);
         assertEq(l.livenessDeadline, deadline);
         assertEq(l.closedAt, 0);
-        assertEq(l.deposit, deposit + PRICE * 2 * 60);
         assertEq(l.settledGpuSeconds, 500);
         vm.prank(provider);
         escrow.answerLiveness(leaseId);
         assertEq(escrow.getLease(leaseId).livenessDeadline, 0);
     }
 
-    function test_Liveness_ChallengeAgainAfterAnswer() public {
+    function test_Liveness_ChallengeAgainAfterCooldown() public {
+        _extend();
         vm.prank(consumer);
         escrow.challengeLiveness(leaseId);
         vm.prank(provider);
         escrow.answerLiveness(leaseId);
-        vm.warp(block.timestamp + 100);
+        uint64 cooldownEnd = uint64(block.timestamp + LIVENESS_WINDOW * escrow.CHALLENGE_COOLDOWN_WINDOWS());
+        assertEq(escrow.challengeCooldownEnd(leaseId), cooldownEnd);
+        vm.warp(cooldownEnd);
         uint64 deadline = uint64(block.timestamp + LIVENESS_WINDOW);
         vm.prank(consumer);
         escrow.challengeLiveness(leaseId);
         assertEq(escrow.getLease(leaseId).livenessDeadline, deadline);
+        assertEq(escrow.challengeCooldownEnd(leaseId), 0);
     }
 
     /// @dev Closing the lease ends a pending challenge: the close time replaces the deadline.
@@ -582,5 +590,111 @@ contract SilentPartiesTest is Base {
         bytes memory sigB = _signCp(providerKey, b);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotFound.selector, 7));
         escrow.reportEquivocation(7, a, sigA, b, sigB);
+    }
+    /*////////////////////////////// fault rules //////////////////////////////*/
+
+    /// @dev A disputed checkpoint cannot be claimed again: the consumer need not win every window forever.
+    function test_RevertWhen_ClaimResubmittedAfterDispute() public {
+        ILeaseEscrow.UsageCheckpoint memory cp = _cp(leaseId, 3, 1800);
+        bytes memory sig = _signCp(providerKey, cp);
+        vm.prank(provider);
+        escrow.claim(leaseId, cp, sig);
+        ILeaseEscrow.UsageCheckpoint memory ev = _cp(leaseId, 5, 900);
+        bytes memory evSig = _signCp(providerKey, ev);
+        vm.prank(consumer);
+        escrow.dispute(leaseId, ev, evSig);
+        assertEq(escrow.disputedSeq(leaseId), 5);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_SeqDisputed.selector, leaseId, 3, 5));
+        escrow.claim(leaseId, cp, sig);
+        // Nor any other checkpoint up to the evidence's seq; a later one can be claimed (and the floor outlives it).
+        ILeaseEscrow.UsageCheckpoint memory same = _cp(leaseId, 5, 1000);
+        bytes memory sameSig = _signCp(providerKey, same);
+        vm.prank(provider);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_SeqDisputed.selector, leaseId, 5, 5));
+        escrow.claim(leaseId, same, sameSig);
+        _claim(6, 900);
+        vm.warp(block.timestamp + DISPUTE_WINDOW);
+        escrow.finalizeClaim(leaseId);
+        assertEq(escrow.getLease(leaseId).settledGpuSeconds, 900);
+        assertEq(escrow.disputedSeq(leaseId), 5);
+    }
+
+    /// @dev A provider that missed a liveness deadline is slashed even if it closes the lease before anyone
+    /// resolves the challenge.
+    function test_Liveness_MissedDeadlineSlashedWhenProviderCloses() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.warp(escrow.getLease(leaseId).endsAt);
+        uint256 stakeBefore = staking.stakeOf(provider);
+        uint256 slashAmount = deposit * COLLATERAL_BPS / 10_000 * LIVENESS_SLASH_BPS / 10_000;
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LeaseClosed(leaseId, provider, consumer, provider, uint64(block.timestamp));
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LivenessResolved(leaseId, provider, consumer, slashAmount);
+        vm.prank(provider);
+        escrow.closeLease(leaseId);
+        assertEq(stakeBefore - staking.stakeOf(provider), slashAmount, "slash");
+        assertEq(escrow.getLease(leaseId).collateral, deposit * COLLATERAL_BPS / 10_000 - slashAmount);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotOpen.selector, leaseId));
+        escrow.resolveLiveness(leaseId);
+        vm.warp(block.timestamp + SETTLEMENT_WINDOW);
+        escrow.finalizeLease(leaseId);
+        assertEq(staking.lockedStake(provider), 0);
+    }
+
+    function test_Liveness_MissedDeadlineSlashedWhenConsumerCloses() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        uint256 slashAmount = deposit * COLLATERAL_BPS / 10_000 * LIVENESS_SLASH_BPS / 10_000;
+        uint256 consumerBefore = token.balanceOf(consumer);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LivenessResolved(leaseId, provider, consumer, slashAmount);
+        vm.prank(consumer);
+        escrow.closeLease(leaseId);
+        uint256 toConsumer = slashAmount * WRONGED_BPS / 10_000 + slashAmount * FINDER_BPS / 10_000;
+        assertEq(token.balanceOf(consumer), consumerBefore + toConsumer);
+    }
+
+    /// @dev An equivocation report that closes the lease after a missed deadline slashes both faults.
+    function test_ReportEquivocation_AfterMissedDeadlineSlashesBoth() public {
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.warp(block.timestamp + LIVENESS_WINDOW);
+        ILeaseEscrow.UsageCheckpoint memory a = _cp(leaseId, 4, 1000);
+        ILeaseEscrow.UsageCheckpoint memory b = _cp(leaseId, 4, 1200);
+        bytes memory sigA = _signCp(providerKey, a);
+        bytes memory sigB = _signCp(providerKey, b);
+        uint256 collateral = deposit * COLLATERAL_BPS / 10_000;
+        uint256 livenessSlash = collateral * LIVENESS_SLASH_BPS / 10_000;
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.LivenessResolved(leaseId, provider, consumer, livenessSlash);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.EquivocationReported(leaseId, provider, consumer, stranger, 4, collateral - livenessSlash);
+        vm.prank(stranger);
+        escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
+        assertEq(staking.stakeOf(provider), 100_000 ether - collateral);
+        assertEq(staking.lockedStake(provider), 0);
+    }
+
+    /// @dev Challenges are bounded: right after an answer the consumer cannot challenge again.
+    function test_RevertWhen_ChallengeRightAfterAnswer() public {
+        _extend();
+        vm.prank(consumer);
+        escrow.challengeLiveness(leaseId);
+        vm.prank(provider);
+        escrow.answerLiveness(leaseId);
+        uint64 cooldownEnd = uint64(block.timestamp + LIVENESS_WINDOW * escrow.CHALLENGE_COOLDOWN_WINDOWS());
+        vm.warp(cooldownEnd - 1);
+        vm.prank(consumer);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_ChallengeCooldown.selector, leaseId, cooldownEnd)
+        );
+        escrow.challengeLiveness(leaseId);
+        // The cooldown is not a challenge: it neither blocks top-ups nor shows as a deadline.
+        assertEq(escrow.getLease(leaseId).livenessDeadline, 0);
+        vm.prank(consumer);
+        escrow.topUp(leaseId, PRICE * 2 * 60);
     }
 }

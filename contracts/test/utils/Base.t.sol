@@ -44,7 +44,7 @@ abstract contract Base is Test {
         consumer = vm.addr(consumerKey);
         vm.label(provider, "provider");
         vm.label(consumer, "consumer");
-        token = new DevToken();
+        token = _deployToken();
         staking =
             new ProviderStaking(IERC20(address(token)), stakingTreasury, MIN_STAKE, UNBONDING, WRONGED_BPS, FINDER_BPS);
         escrow = _deployEscrow();
@@ -55,6 +55,11 @@ abstract contract Base is Test {
         _fund(consumer, 1_000_000 ether);
         vm.prank(consumer);
         token.approve(address(escrow), type(uint256).max);
+    }
+
+    /// @dev The payment and staking token; tests of unusual tokens override it.
+    function _deployToken() internal virtual returns (DevToken) {
+        return new DevToken();
     }
 
     function _config() internal view returns (ILeaseEscrow.Config memory) {
