@@ -9,6 +9,7 @@ import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
 import {LeaseState, LeaseStateLibrary} from "./types/LeaseState.sol";
 import {LeaseEscrowBase} from "./escrow/LeaseEscrowBase.sol";
 import {LeaseFaults} from "./escrow/LeaseFaults.sol";
+import {TokenTransfers} from "./libraries/TokenTransfers.sol";
 
 /// @title LeaseEscrow
 /// @notice Escrow of gpunet GPU leases. See ILeaseEscrow and docs/spec.md.
@@ -17,6 +18,7 @@ import {LeaseFaults} from "./escrow/LeaseFaults.sol";
 /// paths (claims, liveness challenges) and equivocation reports live in `LeaseFaults`.
 contract LeaseEscrow is LeaseFaults {
     using SafeERC20 for IERC20;
+    using TokenTransfers for IERC20;
 
     /// @inheritdoc ILeaseEscrow
     uint256 public constant MAX_BATCH_SIZE = 256;
@@ -91,7 +93,7 @@ contract LeaseEscrow is LeaseFaults {
         lease.state = st.setDeposit(uint96(newDeposit));
         _emitToppedUp(leaseId, head, o, amount, newDeposit);
         if (extraCollateral != 0) _staking.lockCollateral(o.provider, extraCollateral);
-        _token.safeTransferFrom(msg.sender, address(this), amount);
+        _pullExact(amount);
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -181,7 +183,13 @@ contract LeaseEscrow is LeaseFaults {
         }
         emit LeaseFinalized(leaseId, provider, head.consumer, refund, collateral);
         if (collateral != 0) _staking.unlockCollateral(provider, collateral);
-        if (refund != 0) _token.safeTransfer(head.consumer, refund);
+        // No recipient can block finalization: a refund whose transfer fails is credited for `withdrawRefund`.
+        // The credit is the only write after an external call; the guard keeps this function from being re-entered,
+        // and everything the call could observe is already final.
+        if (refund != 0 && !_token.tryPush(head.consumer, refund)) {
+            _refunds[head.consumer] += refund;
+            emit RefundCredited(leaseId, head.consumer, refund);
+        }
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -206,6 +214,15 @@ contract LeaseEscrow is LeaseFaults {
         // Keeps the slot non-zero for the next credit.
         _earnings[msg.sender] = 1;
         emit EarningsWithdrawn(msg.sender, amount);
+        _token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @inheritdoc ILeaseEscrow
+    function withdrawRefund() external nonReentrant returns (uint256 amount) {
+        amount = _refunds[msg.sender];
+        if (amount == 0) revert LeaseEscrow_NothingToWithdraw();
+        _refunds[msg.sender] = 0;
+        emit RefundWithdrawn(msg.sender, amount);
         _token.safeTransfer(msg.sender, amount);
     }
 
@@ -302,6 +319,11 @@ contract LeaseEscrow is LeaseFaults {
     }
 
     /// @inheritdoc ILeaseEscrow
+    function refunds(address consumer) external view returns (uint256) {
+        return _refunds[consumer];
+    }
+
+    /// @inheritdoc ILeaseEscrow
     function accruedFees() external view returns (uint256) {
         return _globals.accruedFees;
     }
@@ -364,7 +386,14 @@ contract LeaseEscrow is LeaseFaults {
         _emitOpened(leaseId, offer, offerHash, gpus, deposit, endsAt);
         // Reverts unless the provider is registered with enough free stake.
         _staking.lockCollateral(offer.provider, deposit * _collateralBps / _BPS);
-        _token.safeTransferFrom(msg.sender, address(this), deposit);
+        _pullExact(deposit);
+    }
+
+    /// @dev Pulls `amount` from the caller; reverts unless exactly `amount` arrived (fee-on-transfer and similar
+    /// tokens are refused: the escrow credits only what it holds).
+    function _pullExact(uint256 amount) private {
+        uint256 received = _token.pull(msg.sender, amount);
+        if (received != amount) revert LeaseEscrow_AmountNotReceived(amount, received);
     }
 
     /// @dev Writes the globals, the offer (terms at its first lease) and the new lease; returns its id.

@@ -5,11 +5,13 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IProviderStaking} from "./interfaces/IProviderStaking.sol";
+import {TokenTransfers} from "./libraries/TokenTransfers.sol";
 
 /// @title ProviderStaking
 /// @notice Provider stake, node-key registry and lease collateral of gpunet. See IProviderStaking.
 contract ProviderStaking is IProviderStaking, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
+    using TokenTransfers for IERC20;
 
     /// @dev Hot per-provider record, one slot: read and written by lock/unlock.
     struct ProviderRecord {
@@ -38,6 +40,8 @@ contract ProviderStaking is IProviderStaking, ReentrancyGuardTransient {
     mapping(address provider => ProviderRecord) private _providers;
     mapping(address provider => UnbondingRecord) private _unbonding;
     mapping(address provider => bytes32) private _nodeKeys;
+    /// @dev Slash shares whose transfer failed, owed to each recipient until it calls `withdrawSlashProceeds`.
+    mapping(address recipient => uint256) private _slashProceeds;
 
     modifier onlyEscrow() {
         if (msg.sender != _escrow) revert ProviderStaking_NotEscrow(msg.sender);
@@ -84,7 +88,8 @@ contract ProviderStaking is IProviderStaking, ReentrancyGuardTransient {
         if (newStake > type(uint96).max) revert ProviderStaking_AmountTooLarge(amount);
         p.stake = uint96(newStake);
         emit Staked(msg.sender, amount, newStake);
-        _token.safeTransferFrom(msg.sender, address(this), amount);
+        uint256 received = _token.pull(msg.sender, amount);
+        if (received != amount) revert ProviderStaking_AmountNotReceived(amount, received);
     }
 
     /// @inheritdoc IProviderStaking
@@ -192,9 +197,28 @@ contract ProviderStaking is IProviderStaking, ReentrancyGuardTransient {
             toTreasury = amount - toWronged - toFinder;
         }
         emit Slashed(provider, wronged, finder, amount, toWronged, toFinder, toTreasury);
-        if (toWronged != 0) _token.safeTransfer(wronged, toWronged);
-        if (toFinder != 0) _token.safeTransfer(finder, toFinder);
-        if (toTreasury != 0) _token.safeTransfer(_treasury, toTreasury);
+        _pushShare(wronged, toWronged);
+        _pushShare(finder, toFinder);
+        _pushShare(_treasury, toTreasury);
+    }
+
+    /// @inheritdoc IProviderStaking
+    function withdrawSlashProceeds() external nonReentrant returns (uint256 amount) {
+        amount = _slashProceeds[msg.sender];
+        if (amount == 0) revert ProviderStaking_NothingToWithdraw();
+        _slashProceeds[msg.sender] = 0;
+        emit SlashProceedsWithdrawn(msg.sender, amount);
+        _token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @dev Sends a slash share with bounded gas; if the transfer fails (a reverting recipient, an issuer
+    /// blocklist) the share is credited to the recipient instead, so no recipient can make a slash (and so the
+    /// escrow's resolution of a fault) revert. The credit is the only write after an external call; `slash` is
+    /// guarded against re-entry and its other effects are already written.
+    function _pushShare(address to, uint256 amount) private {
+        if (amount == 0 || _token.tryPush(to, amount)) return;
+        _slashProceeds[to] += amount;
+        emit SlashProceedsCredited(to, amount);
     }
 
     /*//////////////////////////////////////////////////////////////
@@ -256,6 +280,11 @@ contract ProviderStaking is IProviderStaking, ReentrancyGuardTransient {
     function unbonding(address provider) external view returns (uint256 amount, uint64 readyAt) {
         UnbondingRecord memory u = _unbonding[provider];
         return (u.amount, u.readyAt);
+    }
+
+    /// @inheritdoc IProviderStaking
+    function slashProceeds(address recipient) external view returns (uint256) {
+        return _slashProceeds[recipient];
     }
 
     /// @inheritdoc IProviderStaking

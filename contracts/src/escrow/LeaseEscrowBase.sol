@@ -118,6 +118,8 @@ abstract contract LeaseEscrowBase is ILeaseEscrow, EIP712, Ownable, ReentrancyGu
     mapping(uint256 leaseId => uint256) internal _depositsAtOpen;
     mapping(address provider => uint256) internal _minNonces;
     mapping(address provider => uint256) internal _earnings;
+    /// @dev Refunds whose transfer failed at finalization, owed to each consumer until it calls `withdrawRefund`.
+    mapping(address consumer => uint256) internal _refunds;
 
     /// @param token_ Payment token (ERC-20; `openLeaseWithPermit` needs ERC-2612).
     /// @param staking_ The provider staking contract (its escrow must be set to this contract).

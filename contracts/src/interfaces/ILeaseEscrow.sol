@@ -145,8 +145,9 @@ interface ILeaseEscrow {
         uint256 indexed leaseId, address indexed provider, address indexed consumer, address closedBy, uint64 closedAt
     );
 
-    /// @notice Emitted when the lease was finalized: `refund` went back to the consumer and `collateralUnlocked`
-    /// of the provider's stake was unlocked.
+    /// @notice Emitted when the lease was finalized: `refund` went back to the consumer (or, if that transfer
+    /// failed, was credited to it: `RefundCredited` follows) and `collateralUnlocked` of the provider's stake was
+    /// unlocked.
     event LeaseFinalized(
         uint256 indexed leaseId,
         address indexed provider,
@@ -210,6 +211,13 @@ interface ILeaseEscrow {
         uint64 seq,
         uint256 slashed
     );
+
+    /// @notice Emitted by `finalizeLease` when the transfer of the refund to `consumer` failed (a reverting
+    /// recipient, an issuer blocklist): `amount` was credited to it instead, for `withdrawRefund`.
+    event RefundCredited(uint256 indexed leaseId, address indexed consumer, uint256 amount);
+
+    /// @notice Emitted when `consumer` withdrew `amount` of credited refunds.
+    event RefundWithdrawn(address indexed consumer, uint256 amount);
 
     /// @notice Emitted when `provider` cancelled all its offers with a nonce below `minNonce`.
     event OffersCancelled(address indexed provider, uint256 minNonce);
@@ -316,6 +324,8 @@ interface ILeaseEscrow {
     error LeaseEscrow_InvalidBatchLength(uint256 length);
     /// @notice Nothing to withdraw.
     error LeaseEscrow_NothingToWithdraw();
+    /// @notice The token delivered `received` instead of `expected` (fee-on-transfer tokens are not supported).
+    error LeaseEscrow_AmountNotReceived(uint256 expected, uint256 received);
     /// @notice `caller` is not the treasury.
     error LeaseEscrow_NotTreasury(address caller);
 
@@ -324,7 +334,9 @@ interface ILeaseEscrow {
     //////////////////////////////////////////////////////////////*/
 
     /// @notice Opens a lease on a provider-signed offer and pulls `deposit` from the caller (approve first).
-    /// Locks deposit * collateralBps / 10_000 of the provider's free stake.
+    /// Locks deposit * collateralBps / 10_000 of the provider's free stake. Reverts with
+    /// `LeaseEscrow_AmountNotReceived` unless exactly `deposit` arrived (fee-on-transfer tokens are refused; so
+    /// does `topUp`).
     /// @param offer The offer, as signed.
     /// @param providerSig 65-byte EIP-712 signature of `offer` by `offer.provider`.
     /// @param gpus GPUs to lease, > 0 and <= the offer's unused capacity.
@@ -390,7 +402,9 @@ interface ILeaseEscrow {
 
     /// @notice After the settlement window of a closed lease (anyone): refunds deposit - paid to the consumer,
     /// adds the lease's fees feeCum(settled) to `accruedFees`, unlocks the remaining collateral and releases the
-    /// offer capacity. Reverts while a claim is pending.
+    /// offer capacity. Reverts while a claim is pending. The refund is pushed with a bounded amount of gas; if that
+    /// transfer fails it is credited to the consumer instead (`RefundCredited`, `withdrawRefund`), so no recipient
+    /// can block finalization.
     function finalizeLease(uint256 leaseId) external;
 
     /*//////////////////////////////////////////////////////////////
@@ -453,6 +467,10 @@ interface ILeaseEscrow {
     /// @return amount Tokens sent.
     function withdrawEarnings() external returns (uint256 amount);
 
+    /// @notice Sends the caller (a consumer) all its credited refunds (see `finalizeLease`).
+    /// @return amount Tokens sent.
+    function withdrawRefund() external returns (uint256 amount);
+
     /// @notice Sends all accrued fees to `to`. Treasury only.
     /// @return amount Tokens sent.
     function withdrawFees(address to) external returns (uint256 amount);
@@ -511,6 +529,9 @@ interface ILeaseEscrow {
 
     /// @notice Unwithdrawn earnings of `provider`.
     function earnings(address provider) external view returns (uint256);
+
+    /// @notice Refunds credited to `consumer` because their transfer failed at finalization, not yet withdrawn.
+    function refunds(address consumer) external view returns (uint256);
 
     /// @notice Unwithdrawn protocol fees of finalized leases (what `withdrawFees` sends). Fees of leases not yet
     /// finalized are withheld from their settlements and held by the escrow until then.

@@ -45,6 +45,13 @@ interface IProviderStaking {
         uint256 toTreasury
     );
 
+    /// @notice Emitted by `slash` when the transfer of a share to `recipient` failed: `amount` was credited to it
+    /// instead, for `withdrawSlashProceeds`.
+    event SlashProceedsCredited(address indexed recipient, uint256 amount);
+
+    /// @notice Emitted when `recipient` withdrew `amount` of credited slash shares.
+    event SlashProceedsWithdrawn(address indexed recipient, uint256 amount);
+
     /// @notice Emitted once, when the deployer set the escrow allowed to manage collateral.
     event EscrowSet(address indexed escrow);
 
@@ -78,12 +85,17 @@ interface IProviderStaking {
     error ProviderStaking_NotDeployer(address caller);
     /// @notice The escrow was already set to `escrow`.
     error ProviderStaking_EscrowAlreadySet(address escrow);
+    /// @notice The caller has no credited slash shares.
+    error ProviderStaking_NothingToWithdraw();
+    /// @notice The token delivered `received` instead of `expected` (fee-on-transfer tokens are not supported).
+    error ProviderStaking_AmountNotReceived(uint256 expected, uint256 received);
 
     /*//////////////////////////////////////////////////////////////
                             PROVIDER ACTIONS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice Adds `amount` to the caller's stake, pulled with `transferFrom` (approve first).
+    /// @notice Adds `amount` to the caller's stake, pulled with `transferFrom` (approve first). Reverts with
+    /// `ProviderStaking_AmountNotReceived` unless exactly `amount` arrived (fee-on-transfer tokens are refused).
     /// @param amount Token base units, > 0.
     function stake(uint256 amount) external;
 
@@ -117,13 +129,19 @@ interface IProviderStaking {
     function unlockCollateral(address provider, uint256 amount) external;
 
     /// @notice Slashes `amount` of `provider`'s locked stake. Escrow only. The amount is split by the constructor
-    /// basis points: `wrongedBps` to `wronged`, `finderBps` to `finder`, the rest to the treasury.
-    /// @return toWronged Tokens sent to `wronged`.
-    /// @return toFinder Tokens sent to `finder`.
-    /// @return toTreasury Tokens sent to the treasury.
+    /// basis points: `wrongedBps` to `wronged`, `finderBps` to `finder`, the rest to the treasury. Each share is
+    /// pushed with a bounded amount of gas; a share whose transfer fails is credited to its recipient instead
+    /// (`SlashProceedsCredited`, `withdrawSlashProceeds`), so no recipient can make a slash revert.
+    /// @return toWronged Tokens owed to `wronged`.
+    /// @return toFinder Tokens owed to `finder`.
+    /// @return toTreasury Tokens owed to the treasury.
     function slash(address provider, uint256 amount, address wronged, address finder)
         external
         returns (uint256 toWronged, uint256 toFinder, uint256 toTreasury);
+
+    /// @notice Sends the caller all its credited slash shares (see `slash`).
+    /// @return amount Tokens sent.
+    function withdrawSlashProceeds() external returns (uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
                                 VIEWS
@@ -161,6 +179,9 @@ interface IProviderStaking {
 
     /// @notice Amount of `provider` unbonding and when it becomes withdrawable.
     function unbonding(address provider) external view returns (uint256 amount, uint64 readyAt);
+
+    /// @notice Slash shares credited to `recipient` because their transfer failed, not yet withdrawn.
+    function slashProceeds(address recipient) external view returns (uint256);
 
     /// @notice The registered ed25519 node key of `provider` (zero if never registered).
     function nodeKey(address provider) external view returns (bytes32);
