@@ -5,6 +5,8 @@ waits until every node has a mesh peer, then node 0 publishes K messages spaced 
 (node, message) we record the time from publish to delivery at that node and print p50/p99/max per N.
 
     .venv/bin/python scripts/bench_propagation.py --nodes 10 20 50 --messages 20
+
+``scripts/bench_gossip.py`` runs the same topology side by side with a js-libp2p mesh, over several processes too.
 """
 
 from __future__ import annotations
@@ -33,8 +35,17 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: int = 2) -> dict:
+def topology(n: int, links: int, seed: int) -> list[tuple[int, int]]:
+    """Dials (i, j), i > j: each node i >= 1 dials its predecessor plus ``links - 1`` random earlier nodes."""
     rng = random.Random(seed)
+    edges = []
+    for i in range(1, n):
+        for j in sorted({i - 1} | {rng.randrange(i) for _ in range(links - 1)}):
+            edges.append((i, j))
+    return edges
+
+
+async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: int = 2) -> dict:
     received: dict[int, dict[bytes, int]] = {i: {} for i in range(n)}
     hosts: list[P2PHost] = []
     async with trio.open_nursery() as nursery:
@@ -48,10 +59,8 @@ async def run(n: int, k: int, interval_ms: float, seed: int, tmp: Path, links: i
             await nursery.start(host.run)
             hosts.append(host)
         t_conn = time.perf_counter()
-        for i in range(1, n):
-            targets = {i - 1} | {rng.randrange(i) for _ in range(links - 1)}
-            for j in targets:
-                await hosts[i].connect(hosts[j].listen_addrs[0])
+        for i, j in topology(n, links, seed):
+            await hosts[i].connect(hosts[j].listen_addrs[0])
         t_mesh = time.perf_counter()
         with trio.fail_after(60):
             while not all(h.mesh_size() >= 1 for h in hosts):

@@ -12,7 +12,9 @@ Facts about py-libp2p 0.8.1 this module works around (measured):
   non-blocking work per message;
 - a node receives its own publishes: filtered unless ``deliver_own_messages``;
 - pubsub RPCs over 1 MiB are dropped: publishes are capped at ``GossipParams.max_message_bytes``;
-- a dial waits 250 ms for a second address unless the per-peer connection cap is reached: the cap is 1.
+- a dial waits 250 ms for a second address unless the per-peer connection cap is reached: the cap is 1;
+- per-message CPU (IDONTWANT below 512 B, a yamux window update per read, signed peer records re-verified and
+  rebuilt per RPC): ``tuning``.
 
 Validation: the synchronous ``validate(data, sender)`` callback is the pubsub topic validator (a message it
 does not ACCEPT is neither delivered nor forwarded). ``judge`` wraps it: it counts every message once
@@ -55,6 +57,7 @@ from node.errors import InvalidMessage
 from node.types import Validation, Verdict
 
 from . import sync as sync_codec
+from . import tuning
 from .config import SYNC_PROTOCOL, P2PConfig
 from .errors import NotRunning, PeerUnavailable, RequestTimeout
 from .framing import MAX_FRAME_BYTES, FrameError, read_frame, write_frame
@@ -182,7 +185,8 @@ class P2PHost:
             enable_mDNS=cfg.mdns,
             connection_config=_connection_config(cfg),
         )
-        gossipsub = GossipSub(
+        tuning.tune_host(host)
+        gossipsub = tuning.gossipsub_class()(
             protocols=list(GOSSIP_PROTOCOLS),
             degree=gp.degree,
             degree_low=gp.degree_low,
