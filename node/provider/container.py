@@ -60,6 +60,9 @@ the background dies with it: the container's PID namespace ends with its first p
 * the executor stopped it: ``killed_reason="timeout"`` or ``"stopped"``;
 * otherwise ``exit_code`` is the container's exit status (Docker's convention: ``128+N`` when its first process
   died of signal ``N``).
+* stopped while its image was still being pulled: ``killed_reason="stopped"``, no container made;
+* the runtime failed under the job (socket gone, unexpected answer): ``error`` says so (``failure=
+  "start_failed"`` when the container had not started yet).
 
 ``image_digest`` is the image actually run (its repository digest when it has one, else its image id).
 
@@ -419,6 +422,14 @@ class ContainerSettings:
         resolve_resources(self.defaults, self.defaults, self.caps)  # defaults must fit the caps
 
 
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A container a previous run of the node left behind (removed by :meth:`ContainerExecutor.cleanup_orphans`)."""
+
+    container_id: str
+    lease_id: LeaseId | None
+
+
 class ContainerExecutor:
     """Runs jobs in containers (see the module docstring). Build with :meth:`connect`; :meth:`close` at the end."""
 
@@ -491,18 +502,20 @@ class ContainerExecutor:
         handle._result.add_done_callback(lambda _: self._jobs.discard(handle))
         return handle
 
-    async def cleanup_orphans(self, node_id: str | None = None) -> list[str]:
+    async def cleanup_orphans(self, node_id: str | None = None) -> list[Orphan]:
         """Remove the containers labelled with ``node_id`` (default: this node's) that no job of this executor
-        owns; returns their ids. Call at node start, before leases run."""
+        owns, and say which leases they ran (their consumers are to be told those jobs ended). Call at node
+        start, before leases run."""
         node = node_id or self.settings.node_id
         owned = {j.container_id for j in self._jobs}
         removed = []
         for container_id, labels in await self.job_containers(node):
             if container_id in owned:
                 continue
+            lease = labels.get(LABEL_LEASE, "")
             with contextlib.suppress(DockerError):
                 await self._docker.containers.container(container_id).delete(force=True, v=True)
-                removed.append(container_id)
+                removed.append(Orphan(container_id, LeaseId(int(lease)) if lease.isdigit() else None))
                 log.warning(
                     "removed an orphan job container",
                     extra={"container": container_id[:12], "lease_id": labels.get(LABEL_LEASE)},
@@ -676,11 +689,32 @@ class ContainerJob:
 
     async def _run(self) -> JobOutcome:
         began = self._clock()
+        try:
+            return await self._run_job(began)
+        except (DockerError, OSError, ValueError, KeyError, TypeError) as exc:
+            # The runtime went away or answered something unexpected: still an outcome, never a raise.
+            log.error("job container failed", extra={"lease_id": self.lease_id, "reason": repr(exc)})
+            return self._outcome(began, failure=None if self.started.is_set() else FAILED_START,
+                                 error=f"container runtime error: {exc!r}")
+
+    async def _run_job(self, began: float) -> JobOutcome:
         allowed = self._settings.allowed_images
         if not allowed_by_name(self.image, allowed) and not any(e.startswith("sha256:") for e in allowed or ()):
             return self._refused(began)
+        preparing = asyncio.ensure_future(self._ensure_image())
+        stop = asyncio.ensure_future(self._stop_requested.wait())
         try:
-            image = await self._ensure_image()
+            await asyncio.wait({preparing, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not preparing.done():
+                preparing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _PullFailed):
+                    await preparing
+        if preparing.cancelled():
+            return self._outcome(began, killed=KILLED_STOPPED, error="stopped before the job's image was ready")
+        try:
+            image = preparing.result()
         except _PullFailed as exc:
             log.info("job image pull failed", extra={"lease_id": self.lease_id, "image": self.image,
                                                      "reason": str(exc)})

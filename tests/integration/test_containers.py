@@ -473,11 +473,36 @@ async def test_orphans_of_this_node_are_removed_and_others_kept(executor: Contai
         names.append(name)
     try:
         removed = await executor.cleanup_orphans()
-        assert len(removed) == 1
+        assert [o.lease_id for o in removed] == [3]
         assert await executor.job_containers() == []
         assert len(await executor.job_containers(other)) == 1
     finally:
         podman_service.podman("rm", "-f", "-t", "0", *names)
+
+
+async def test_a_job_stopped_while_its_image_is_pulled_ends_without_a_container(
+        executor: ContainerExecutor, podman_service: PodmanService) -> None:  # noqa: F811
+    # A registry that accepts the connection and never answers: the pull hangs until stopped.
+    connected, release = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        await release.wait()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    slow = ContainerExecutor(executor.docker, dataclasses.replace(executor.settings, allowed_images=None),
+                             executor.runtime)
+    try:
+        handle = await slow.start(LeaseId(13), job("true", image=f"127.0.0.1:{port}/x/y:1"), [])
+        await asyncio.wait_for(connected.wait(), 30)
+        outcome = await asyncio.wait_for(handle.stop(), 30)
+    finally:
+        release.set()
+        server.close()
+        await server.wait_closed()
+    assert outcome.killed_reason == KILLED_STOPPED and outcome.exit_code is None
 
 
 async def test_a_job_cancelled_by_node_shutdown_leaves_no_container(executor: ContainerExecutor) -> None:
