@@ -369,6 +369,20 @@ async def test_fork_bomb_is_held_by_the_pids_limit(executor: ContainerExecutor) 
     assert bomb.duration_s < 3 + 1 + 15
 
 
+async def test_other_jobs_run_on_while_hostile_ones_do_their_worst(executor: ContainerExecutor) -> None:
+    hostile = [
+        await executor.start(LeaseId(20), job("b() { b | b & }; b; sleep 100", timeout_s=4), []),
+        await executor.start(LeaseId(21), job("x=$(yes | head -c 200000000)", timeout_s=30), []),
+        await executor.start(LeaseId(22), job("yes", timeout_s=4, max_output_bytes=1024), []),
+    ]
+    ordinary = await run(executor, job("i=0; while [ $i -lt 3 ]; do echo step $i; i=$((i+1)); done", timeout_s=60))
+    assert ordinary.exit_code == 0 and ordinary.log_tail == b"step 0\nstep 1\nstep 2\n"
+    outcomes = [await h.wait() for h in hostile]
+    # The bomb's own shell may die of a failed fork before its timeout; either way it is over.
+    assert outcomes[0].killed_reason in (KILLED_TIMEOUT, None), outcomes[0]
+    assert [o.killed_reason for o in outcomes[1:]] == [KILLED_OOM, KILLED_TIMEOUT], outcomes
+
+
 async def test_filling_the_scratch_stops_at_its_bound(executor: ContainerExecutor) -> None:
     script = "dd if=/dev/zero of=/tmp/fill bs=1M count=64; du -k /tmp/fill; df -k /tmp"
     outcome = await run(executor, job(script, timeout_s=60))
