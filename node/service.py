@@ -255,6 +255,7 @@ class Node:
             "validation": self.p2p.metrics.verdict_counts(), "uptime_s": int(time.time() - self.started_at),
             "published": self.publisher.published[-3:] if self.publisher else [],
             "gas": list(self.engine.gas) if self.engine else [],
+            "chain": self.chain.status(),  # the endpoint's health: up/down, since when, errors, retries, poller
         }
 
     def query_offers(self, params: dict[str, str]) -> list[dict[str, Any]]:

@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3 import AsyncWeb3
 from web3.contract import AsyncContract
 
 from node.chain.artifacts import Artifact, Deployment, load_artifact
 from node.chain.events import EventDecoder
+from node.chain.rpc import ChainHealth, ResilientHTTPProvider, health_of
 from node.chain.tx import ErrorDecoder, TxResult, TxSender
 from node.errors import ChainError, ChainMismatch
 from node.storage.db import Database
 
 
-def make_w3(rpc_url: str, timeout: float = 10.0) -> AsyncWeb3:
-    provider = AsyncHTTPProvider(rpc_url, request_kwargs={"timeout": timeout})
-    return AsyncWeb3(provider, middleware=[])
+def make_w3(rpc_url: str, timeout: float = 10.0, retry_for: float = 20.0) -> AsyncWeb3:
+    """An AsyncWeb3 whose provider retries transient failures (see ``node.chain.rpc``) for up to ``retry_for`` s."""
+    return AsyncWeb3(ResilientHTTPProvider(rpc_url, timeout=timeout, retry_for=retry_for), middleware=[])
 
 
 @dataclass
@@ -34,6 +35,14 @@ class Contracts:
     staking: AsyncContract
     escrow: AsyncContract
     artifacts: dict[str, Artifact]
+
+
+def _redact_url(url: str) -> str:
+    """Public endpoints carry an API key in the path or query: show the host only."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}" if parts.hostname else ""
 
 
 class ChainClient:
@@ -46,6 +55,7 @@ class ChainClient:
         abis = [a.abi_list for a in contracts.artifacts.values()]
         self.errors = ErrorDecoder(abis)
         self.events = EventDecoder(abis)
+        self.health: ChainHealth = health_of(w3.provider) or ChainHealth()
         self.sender: TxSender | None = (
             TxSender(w3, wallet_key, db, deployment.chain_id, self.errors) if wallet_key is not None else None
         )
@@ -53,6 +63,10 @@ class ChainClient:
     @property
     def address(self) -> str | None:
         return self.sender.address if self.sender else None
+
+    def status(self) -> dict[str, Any]:
+        """The endpoint's health as this node saw it (``/v1/status``'s ``chain``)."""
+        return {"rpc_url": _redact_url(str(getattr(self.w3.provider, "endpoint_uri", ""))), **self.health.snapshot()}
 
     @classmethod
     async def connect(cls, rpc_url: str, deployment: Deployment, db: Database, wallet_key: bytes | None,

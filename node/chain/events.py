@@ -4,6 +4,12 @@ The poller keeps the hashes of the blocks it has processed (a short window). Bef
 last processed block is still canonical; if not, it walks back to the common ancestor, emits ``Reorged(from_block)``
 so consumers can roll back what they derived, and re-reads from there. Its cursor is persisted in the node's
 database so a restarted node resumes where it stopped, without replaying or skipping logs.
+
+Public endpoints cap ``eth_getLogs``: by block range ("exceed maximum block range: 2000"), by result count ("query
+returned more than 10000 results") or by response size. When the endpoint refuses a range for its size, the poller
+splits it in two and reads the halves in order, and keeps the span that worked as its range for the next steps
+(growing it back by doubling after successes, up to ``max_range``). A single block that is still refused is an
+error: it is retried at the next step and counted, never skipped.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
+from web3.exceptions import BlockNotFound, Web3RPCError
 
 from node.chain.artifacts import abi_type
+from node.chain.rpc import ChainHealth, health_of
 from node.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -105,6 +113,21 @@ def _hex(v: Any) -> str:
 
 Handler = Callable[[ChainEvent | Reorged], Awaitable[None]]
 
+# Phrases of the errors public endpoints answer when an eth_getLogs request is too large (range, results, size).
+_TOO_LARGE_PHRASES = ("block range", "range is too", "range too", "more than", "too many", "response size",
+                      "limit exceeded", "exceed maximum", "query timeout", "limited to", "max results")
+
+
+SPAN_GROW_AFTER = 8  # full-span reads before the poller tries a range twice as long again
+
+
+def log_range_too_large(exc: Exception) -> bool:
+    """True when an eth_getLogs failure says the request covered too much (so a smaller one may pass)."""
+    if not isinstance(exc, Web3RPCError):
+        return False
+    message = str(exc).lower()
+    return any(p in message for p in _TOO_LARGE_PHRASES)
+
 
 class LogPoller:
     """Polls ``eth_getLogs`` for the given contracts and hands decoded events to ``handler`` in chain order."""
@@ -136,6 +159,9 @@ class LogPoller:
         self._hashes: deque[tuple[int, str]] = deque(maxlen=128)
         self._stop = asyncio.Event()
         self.errors = 0
+        self._span_ok = 0
+        self.span = max_range  # the range the endpoint last accepted (shrinks on a cap error, grows back)
+        self.health: ChainHealth = health_of(w3.provider) or ChainHealth()
 
     async def _block_hash(self, number: int) -> str:
         block = await self.w3.eth.get_block(number)
@@ -146,8 +172,9 @@ class LogPoller:
             number, known = self._hashes[-1]
             try:
                 current = await self._block_hash(number)
-            except Exception:
+            except BlockNotFound:  # the chain is now shorter than our last block: it was replaced
                 current = ""
+            # any other failure (endpoint down, throttled) propagates: the step is retried, nothing is rolled back
             if current == known:
                 return
             self._hashes.pop()
@@ -163,10 +190,9 @@ class LogPoller:
         head = int(await self.w3.eth.block_number) - self.confirmations
         if head < self.next_block:
             return 0
-        to_block = min(head, self.next_block + self.max_range - 1)
-        raw_logs = await self.w3.eth.get_logs(
-            {"fromBlock": self.next_block, "toBlock": to_block, "address": self.addresses}
-        )
+        self.health.poller_at(self.next_block, head)
+        to_block = min(head, self.next_block + self.span - 1)
+        raw_logs = await self._get_logs(self.next_block, to_block)
         events = [e for e in (self.decoder.decode(dict(r)) for r in raw_logs) if e is not None]
         events.sort(key=lambda e: (e.block_number, e.log_index))
         for event in events:
@@ -174,7 +200,28 @@ class LogPoller:
         self._hashes.append((to_block, await self._block_hash(to_block)))
         self.next_block = to_block + 1
         self.db.set_kv(self.cursor_key, str(self.next_block))
+        self.health.poller_at(self.next_block, head)
         return len(events)
+
+    async def _get_logs(self, from_block: int, to_block: int) -> list[Any]:
+        """Logs of ``[from_block, to_block]`` in chain order, read in halves while the endpoint says too large."""
+        try:
+            logs = list(await self.w3.eth.get_logs(
+                {"fromBlock": from_block, "toBlock": to_block, "address": self.addresses}))
+        except Exception as exc:
+            if to_block <= from_block or not log_range_too_large(exc):
+                raise
+            self.health.split()
+            mid = (from_block + to_block) // 2
+            self.span, self._span_ok = max(1, mid - from_block + 1), 0
+            log.info("log range split", extra={"from_block": from_block, "to_block": to_block,
+                                               "error": str(exc)[:200]})
+            return [*await self._get_logs(from_block, mid), *await self._get_logs(mid + 1, to_block)]
+        if to_block - from_block + 1 >= self.span:
+            self._span_ok += 1
+            if self._span_ok >= SPAN_GROW_AFTER:
+                self.span, self._span_ok = min(self.max_range, self.span * 2), 0
+        return logs
 
     async def run(self) -> None:
         while not self._stop.is_set():

@@ -9,6 +9,15 @@ A failure is a ``TxRace`` (recoverable: someone else got there first, e.g. alrea
 is in the caller's ``race_errors``, otherwise a ``TxFailed`` (a bug or bad input: loud). ``reconcile()`` run at start
 resolves every intent a crash left behind: it finds the receipt, rebroadcasts the stored raw transaction, or marks
 it dropped when the nonce was used by something else.
+
+An endpoint that fails for a while (throttled, connections dropped, down, restarted without its pool) delays a
+transaction; it neither loses nor duplicates one. Transient failures (``node.chain.rpc.transient_reason``) of the
+estimate, the fee read or the send are retried with backoff. A send whose outcome is unknown keeps its nonce, and
+the receipt wait rebroadcasts the stored signed bytes every ``rebroadcast_every`` seconds ("already known" and
+"nonce too low" are normal answers to that). If the nonce turns out used by another transaction and none of this
+intent's hashes has a receipt, the intent is signed again with a fresh nonce (the old hash is kept in ``replaced``:
+it can never be mined). The receipt wait counts only time during which the endpoint answered, so an outage shorter
+than ``max_patience`` never surfaces as an error; ``ChainError`` means the endpoint stayed unusable.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -29,6 +39,7 @@ from web3 import AsyncWeb3
 from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 
 from node.chain.artifacts import abi_type
+from node.chain.rpc import transient_reason
 from node.errors import ChainError, RecoverableError, UnrecoverableError
 from node.storage.db import Database
 
@@ -118,6 +129,17 @@ def error_name(decoded: str) -> str:
     return decoded.split("(", 1)[0]
 
 
+def _pool_answer(exc: Web3RPCError) -> str | None:
+    """What an endpoint's refusal of a raw transaction says about it: 'known' (already in the pool or mined),
+    'nonce too low' (its nonce is used: mined, or taken by another transaction), or None (refused for cause)."""
+    message = str(exc).lower()
+    if "already known" in message or "already imported" in message or "known transaction" in message:
+        return "known"
+    if "nonce too low" in message or "nonce has already been used" in message or "old nonce" in message:
+        return "nonce too low"
+    return None
+
+
 class TxSender:
     """Sends transactions for one wallet. Safe to share between tasks of one event loop."""
 
@@ -131,6 +153,8 @@ class TxSender:
         receipt_timeout: float = 60.0,
         poll_interval: float = 0.02,
         bump_after: float = 30.0,
+        rebroadcast_every: float = 3.0,
+        max_patience: float = 600.0,
     ) -> None:
         self.w3 = w3
         self.account: LocalAccount = Account.from_key(private_key)
@@ -141,6 +165,8 @@ class TxSender:
         self.receipt_timeout = receipt_timeout
         self.poll_interval = poll_interval
         self.bump_after = bump_after  # re-sign with higher fees when a transaction is still pending after this
+        self.rebroadcast_every = rebroadcast_every  # resend the signed bytes while no receipt (the pool may be gone)
+        self.max_patience = max_patience  # wall-clock bound of one wait, outages included
         self._nonce: int | None = None
         self._nonce_lock = asyncio.Lock()
         self._fee_cache: tuple[float, int, int] | None = None
@@ -215,18 +241,31 @@ class TxSender:
                               "chainId": self.chain_id}
         if to:  # empty target: contract creation
             tx["to"] = to_checksum_address(to)
+        deadline = time.monotonic() + self.receipt_timeout
         if gas is None:
-            try:
-                self.rpc_calls += 1
-                estimate = int(await self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
-            except ContractLogicError as exc:
-                self._fail(key, kind, self.decoder.decode(exc.data), race_errors)
-            except (TimeoutError, Web3RPCError, OSError) as exc:
-                raise ChainError(f"{kind}: RPC failure while estimating gas: {exc}") from exc
+            while True:
+                try:
+                    self.rpc_calls += 1
+                    estimate = int(await self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+                    break
+                except ContractLogicError as exc:
+                    self._fail(key, kind, self.decoder.decode(exc.data), race_errors)
+                except Exception as exc:
+                    await self._transient_pause(exc, kind, "estimating gas", deadline)
             gas = estimate + estimate // 5 + 10_000
-        max_fee, tip = await self._fees()
+        while True:
+            try:
+                max_fee, tip = await self._fees()
+                break
+            except Exception as exc:
+                await self._transient_pause(exc, kind, "reading fees", deadline)
         async with self._nonce_lock:
-            nonce = await self._next_nonce()
+            while True:
+                try:
+                    nonce = await self._next_nonce()
+                    break
+                except Exception as exc:
+                    await self._transient_pause(exc, kind, "reading the nonce", deadline)
             signed = self.account.sign_transaction({
                 **tx, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip, "type": 2,
             })
@@ -236,12 +275,27 @@ class TxSender:
             try:
                 self.rpc_calls += 1
                 await self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except (TimeoutError, Web3RPCError, OSError) as exc:
-                # The nonce may or may not be consumed: re-read it next time; the intent stays 'sent' and
-                # reconcile() rebroadcasts or marks it dropped.
-                self._reset_nonce()
-                raise ChainError(f"{kind}: RPC failure while sending: {exc}") from exc
+            except Web3RPCError as exc:
+                if _pool_answer(exc) is None:
+                    # Refused outright (e.g. funds, fee cap): the nonce was not used; re-read it next time. The
+                    # intent stays 'sent': a later call with this key resends it, reconcile() resolves it at start.
+                    self._reset_nonce()
+                    raise ChainError(f"{kind}: transaction refused by the endpoint: {exc}") from exc
+            except Exception as exc:
+                if transient_reason(exc) is None:
+                    raise
+                # Unknown whether it arrived: keep the nonce (ours either way); the receipt wait rebroadcasts.
+                log.info("transaction send unconfirmed, will rebroadcast", extra={"kind": kind, "nonce": nonce,
+                                                                                   "error": str(exc)[:200]})
         return await self._await_receipt(key, kind, tx_hash, race_errors)
+
+    async def _transient_pause(self, exc: Exception, kind: str, what: str, deadline: float) -> None:
+        """Back off after a transient failure; raise ``ChainError`` for any other RPC failure or past ``deadline``."""
+        if transient_reason(exc) is None and not isinstance(exc, Web3RPCError | aiohttp.ClientError):
+            raise exc
+        if transient_reason(exc) is None or time.monotonic() > deadline:
+            raise ChainError(f"{kind}: RPC failure while {what}: {exc}") from exc
+        await asyncio.sleep(0.25)
 
     def _fail(self, key: str, kind: str, decoded: str, race_errors: frozenset[str]) -> None:
         # Nothing was sent: the intent is 'dropped' so a later call with the same key re-checks the chain.
@@ -251,33 +305,51 @@ class TxSender:
         raise TxFailed(kind, decoded)
 
     async def _await_receipt(self, key: str, kind: str, tx_hash: str, race_errors: frozenset[str]) -> TxResult:
-        """Wait for the receipt of any transaction sent for this intent; bump the fees of a stuck one."""
-        deadline = time.monotonic() + self.receipt_timeout
-        last_send = time.monotonic()
+        """Wait for the receipt of any transaction sent for this intent; rebroadcast it while none shows, sign it
+        again if its nonce went to another transaction, bump the fees of a stuck one."""
+        budget = self.receipt_timeout  # seconds of answered polling left
+        hard_deadline = time.monotonic() + self.max_patience
+        last_send = last_broadcast = time.monotonic()
         receipt = None
         while receipt is None:
+            t_round = time.monotonic()
             intent = self._intent(key) or {}
             hashes = [intent.get("tx_hash") or tx_hash] + [h for h in (intent.get("replaced") or "").split(",") if h]
-            for h in hashes:
-                try:
-                    self.rpc_calls += 1
-                    receipt = await self.w3.eth.get_transaction_receipt(h)  # type: ignore[arg-type]
-                    tx_hash = h
+            answered = True
+            try:
+                receipt, found = await self._find_receipt(hashes)
+                if receipt is not None:
+                    tx_hash = found
                     break
-                except TransactionNotFound:
-                    continue
-                except (TimeoutError, Web3RPCError, OSError) as exc:
-                    raise ChainError(f"{kind}: RPC failure while waiting for {h}: {exc}") from exc
-            if receipt is not None:
-                break
-            if time.monotonic() > deadline:
-                raise ChainError(f"{kind}: no receipt for {tx_hash} after {self.receipt_timeout}s (intent kept)")
-            if time.monotonic() - last_send > self.bump_after and intent.get("sender") == self.address:
-                await self._bump(key, intent)
+                if time.monotonic() - last_broadcast > self.rebroadcast_every and intent.get("raw_tx"):
+                    last_broadcast = time.monotonic()
+                    if await self._rebroadcast(key, kind, intent) == "nonce used":
+                        receipt, found = await self._find_receipt(hashes)  # mined just now?
+                        if receipt is not None:
+                            tx_hash = found
+                            break
+                        tx_hash = await self._resign(key, intent)
+                        last_send = time.monotonic()
+                        continue
+            except Exception as exc:
+                if transient_reason(exc) is None:
+                    if isinstance(exc, Web3RPCError | aiohttp.ClientError):
+                        raise ChainError(f"{kind}: RPC failure while waiting for {tx_hash}: {exc}") from exc
+                    raise
+                answered = False
+            now = time.monotonic()
+            if answered:
+                budget -= now - t_round + self.poll_interval
+            if budget <= 0 or now > hard_deadline:
+                raise ChainError(f"{kind}: no receipt for {tx_hash} after {self.receipt_timeout}s of answered "
+                                 "polling (intent kept)")
+            if answered and now - last_send > self.bump_after and intent.get("sender") == self.address:
+                with contextlib.suppress(TimeoutError, OSError, aiohttp.ClientError):
+                    await self._bump(key, intent)
                 last_send = time.monotonic()
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(self.poll_interval if answered else min(1.0, self.rebroadcast_every))
         if receipt is not None and tx_hash != (self._intent(key) or {}).get("tx_hash"):
-            self._update(key, tx_hash=tx_hash)  # an earlier fee level was the one mined
+            self._update(key, tx_hash=tx_hash)  # an earlier fee level (or nonce) was the one mined
         gas_used = int(receipt["gasUsed"])
         block = int(receipt["blockNumber"])
         if int(receipt["status"]) != 1:
@@ -288,6 +360,53 @@ class TxSender:
             raise TxFailed(kind, decoded, tx_hash)
         self._update(key, status="mined", gas_used=gas_used, block_number=block)
         return TxResult(key, tx_hash, gas_used, block, "mined", tuple(dict(x) for x in receipt["logs"]))
+
+    async def _find_receipt(self, hashes: list[str]) -> tuple[Any, str]:
+        for h in hashes:
+            try:
+                self.rpc_calls += 1
+                return await self.w3.eth.get_transaction_receipt(h), h  # type: ignore[arg-type]
+            except TransactionNotFound:
+                continue
+        return None, ""
+
+    async def _rebroadcast(self, key: str, kind: str, intent: dict[str, Any]) -> str:
+        """Send the stored signed bytes again: 'sent', 'known' (in the pool or mined) or 'nonce used'."""
+        try:
+            self.rpc_calls += 1
+            await self.w3.eth.send_raw_transaction(bytes(intent["raw_tx"]))
+            log.info("transaction rebroadcast", extra={"kind": kind, "nonce": intent.get("nonce")})
+            return "sent"
+        except Web3RPCError as exc:
+            answer = _pool_answer(exc)
+            if answer == "nonce too low":
+                return "nonce used"
+            if answer is None:
+                log.warning("rebroadcast refused", extra={"kind": kind, "error": str(exc)[:200]})
+            return "known"
+
+    async def _resign(self, key: str, intent: dict[str, Any]) -> str:
+        """The intent's nonce went to another transaction and none of its hashes was mined: sign it again with a
+        fresh nonce. The old hashes stay in ``replaced`` (they can never be mined now)."""
+        async with self._nonce_lock:
+            self._reset_nonce()
+            nonce = await self._next_nonce()
+            tx: dict[str, Any] = {"from": self.address, "data": "0x" + bytes(intent["data"]).hex(),
+                                  "value": int(intent["value"]), "chainId": self.chain_id, "nonce": nonce,
+                                  "gas": int(intent["gas"]), "maxFeePerGas": int(intent["max_fee"]),
+                                  "maxPriorityFeePerGas": int(intent["tip"] or 0), "type": 2}
+            if intent["to_addr"]:
+                tx["to"] = to_checksum_address(intent["to_addr"])
+            signed = self.account.sign_transaction(tx)
+            new_hash = "0x" + bytes(signed.hash).hex()
+            replaced = ",".join(h for h in [intent["tx_hash"], *(intent.get("replaced") or "").split(",")] if h)
+            self._update(key, tx_hash=new_hash, raw_tx=bytes(signed.raw_transaction), nonce=nonce, replaced=replaced)
+            log.warning("transaction signed again with a fresh nonce",
+                        extra={"kind": intent["kind"], "old_nonce": intent.get("nonce"), "nonce": nonce})
+            with contextlib.suppress(Web3RPCError):
+                self.rpc_calls += 1
+                await self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        return new_hash
 
     async def _bump(self, key: str, intent: dict[str, Any]) -> None:
         """Replace a pending transaction (same nonce) with one paying 25% more, so payments never stall on fees."""
