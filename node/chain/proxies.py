@@ -20,6 +20,17 @@ CLOSE_RACES = frozenset({"LeaseEscrow_LeaseNotOpen", "LeaseEscrow_LeaseFinalized
 FINALIZE_RACES = frozenset({"LeaseEscrow_LeaseFinalized", "LeaseEscrow_SettlementWindowOpen",
                             "LeaseEscrow_ClaimPending"})
 WITHDRAW_RACES = frozenset({"LeaseEscrow_NothingToWithdraw"})
+# fault paths: a settlement, a dispute, an answer or a close may have got there first
+CLAIM_RACES = frozenset({"LeaseEscrow_StaleSeq", "LeaseEscrow_ClaimPending", "LeaseEscrow_NothingToClaim",
+                         "LeaseEscrow_SettlementWindowClosed", "LeaseEscrow_LeaseFinalized", "LeaseEscrow_SeqDisputed",
+                         "LeaseEscrow_UsageDecreased"})
+DISPUTE_RACES = frozenset({"LeaseEscrow_NoClaim", "LeaseEscrow_DisputeWindowClosed"})
+FINALIZE_CLAIM_RACES = frozenset({"LeaseEscrow_NoClaim", "LeaseEscrow_DisputeWindowOpen"})
+CHALLENGE_RACES = frozenset({"LeaseEscrow_LeaseNotOpen", "LeaseEscrow_ChallengePending",
+                             "LeaseEscrow_ChallengeCooldown", "LeaseEscrow_LeaseEnded"})
+ANSWER_RACES = frozenset({"LeaseEscrow_NoChallenge", "LeaseEscrow_LeaseNotOpen", "LeaseEscrow_LivenessWindowClosed"})
+RESOLVE_RACES = frozenset({"LeaseEscrow_NoChallenge", "LeaseEscrow_LeaseNotOpen", "LeaseEscrow_LivenessWindowOpen"})
+EQUIVOCATION_RACES = frozenset({"LeaseEscrow_NothingToSlash", "LeaseEscrow_LeaseFinalized"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +175,44 @@ class Escrow:
 
     async def withdraw_earnings(self, key: str) -> TxResult:
         return await self.chain.transact(key, self.c, "withdrawEarnings", race_errors=WITHDRAW_RACES)
+
+    async def claim(self, key: str, cp: Any, signature: bytes) -> TxResult:
+        return await self.chain.transact(key, self.c, "claim", cp.lease_id, checkpoint_tuple(cp), signature,
+                                         race_errors=CLAIM_RACES)
+
+    async def dispute(self, key: str, cp: Any, signature: bytes) -> TxResult:
+        return await self.chain.transact(key, self.c, "dispute", cp.lease_id, checkpoint_tuple(cp), signature,
+                                         race_errors=DISPUTE_RACES)
+
+    async def finalize_claim(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "finalizeClaim", lease_id, race_errors=FINALIZE_CLAIM_RACES)
+
+    async def challenge_liveness(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "challengeLiveness", lease_id, race_errors=CHALLENGE_RACES)
+
+    async def answer_liveness(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "answerLiveness", lease_id, race_errors=ANSWER_RACES)
+
+    async def resolve_liveness(self, key: str, lease_id: int) -> TxResult:
+        return await self.chain.transact(key, self.c, "resolveLiveness", lease_id, race_errors=RESOLVE_RACES)
+
+    async def report_equivocation(self, key: str, a: Any, sig_a: bytes, b: Any, sig_b: bytes) -> TxResult:
+        return await self.chain.transact(key, self.c, "reportEquivocation", a.lease_id, checkpoint_tuple(a), sig_a,
+                                         checkpoint_tuple(b), sig_b, race_errors=EQUIVOCATION_RACES)
+
+    async def get_claim(self, lease_id: int) -> tuple[int, int, int]:
+        """The pending claim of ``lease_id``: (seq, cumulative GPU-seconds, readyAt); readyAt 0 when none."""
+        raw = await self.chain.call(self.c, "getClaim", lease_id)
+        return int(raw[0]), int(raw[1]), int(raw[2])
+
+    async def disputed_seq(self, lease_id: int) -> int:
+        return int(await self.chain.call(self.c, "disputedSeq", lease_id))
+
+    async def refunds(self, who: str) -> int:
+        return int(await self.chain.call(self.c, "refunds", to_checksum_address(who)))
+
+    async def withdraw_refund(self, key: str) -> TxResult:
+        return await self.chain.transact(key, self.c, "withdrawRefund", race_errors=WITHDRAW_RACES)
 
     async def cancel_offers_below(self, key: str, nonce: int) -> TxResult:
         return await self.chain.transact(key, self.c, "cancelOffersBelow", nonce)

@@ -61,6 +61,22 @@ def lease_updates(ev: ChainEvent, me: str) -> list[LeaseUpdate]:
         change = L.ContractReceiveLeaseFinalized(lid, int(a["refund"]))
     elif ev.name == "LeaseToppedUp":
         change = L.ContractReceiveTopUp(lid, int(a["amount"]), int(a["deposit"]), int(a["endsAt"]))
+    elif ev.name == "UsageClaimed":
+        change = L.ContractReceiveUsageClaimed(lid, int(a["seq"]), int(a["cumulativeGpuSeconds"]), int(a["readyAt"]))
+    elif ev.name == "ClaimDisputed":
+        change = L.ContractReceiveClaimDisputed(lid, int(a["claimedSeq"]), int(a["evidenceSeq"]))
+    elif ev.name == "ClaimFinalized":
+        change = L.ContractReceiveClaimFinalized(lid, int(a["seq"]), int(a["cumulativeGpuSeconds"]),
+                                                 int(a["amount"]))
+    elif ev.name == "LivenessChallenged":
+        change = L.ContractReceiveLivenessChallenged(lid, int(a["deadline"]))
+    elif ev.name == "LivenessAnswered":
+        change = L.ContractReceiveLivenessAnswered(lid)
+    elif ev.name == "LivenessResolved":
+        change = L.ContractReceiveLivenessResolved(lid, int(a["slashed"]))
+    elif ev.name == "EquivocationReported":
+        change = L.ContractReceiveEquivocationReported(lid, to_checksum_address(a["finder"]), int(a["seq"]),
+                                                       int(a["slashed"]))
     return [LeaseChange(lid, change)] if change is not None else []
 
 

@@ -90,6 +90,9 @@ class ConsumerDriver:
         self.refresh_node_key = refresh_node_key
         self.clock = clock
         self._adopting: SingleFlight[int, LeaseRecord] = SingleFlight()
+        # one open at a time per wallet: each permit signs the token's next nonce (and an approval sets the
+        # allowance), so parallel opens would spend the same nonce and all but one revert, gas burnt
+        self._open_lock = asyncio.Lock()
         runner.on(L.SendJobSpec, self._spawn_send_job_spec)
 
     @property
@@ -116,17 +119,19 @@ class ConsumerDriver:
         self.store.record_open(key, bytes(offer_id), gpus, deposit, spec)
         escrow, token = self.runner.escrow, self.runner.token
         spender = self.domain.verifying_contract
-        if await token.supports_permit():  # one transaction, and no standing allowance left behind
-            deadline = int(time.time()) + 600
-            v, r, s_ = await token.sign_permit(self.wallet_key, spender, deposit, deadline)
-            result = await escrow.open_lease_with_permit(key, offer, so.signature, gpus, deposit, deadline, v, r, s_)
-            kind = "openLeaseWithPermit"
-        else:
-            approve = await token.ensure_allowance(f"approve:{key}", spender, deposit)
-            if approve is not None:
-                self.runner.record_gas("approve", 0, approve)
-            result = await escrow.open_lease(key, offer, so.signature, gpus, deposit)
-            kind = "openLease"
+        async with self._open_lock:
+            if await token.supports_permit():  # one transaction, and no standing allowance left behind
+                deadline = int(time.time()) + 600
+                v, r, s_ = await token.sign_permit(self.wallet_key, spender, deposit, deadline)
+                result = await escrow.open_lease_with_permit(key, offer, so.signature, gpus, deposit, deadline, v, r,
+                                                             s_)
+                kind = "openLeaseWithPermit"
+            else:
+                approve = await token.ensure_allowance(f"approve:{key}", spender, deposit)
+                if approve is not None:
+                    self.runner.record_gas("approve", 0, approve)
+                result = await escrow.open_lease(key, offer, so.signature, gpus, deposit)
+                kind = "openLease"
         opened = lease_opened_in(self.chain, result.logs)
         if opened is None:
             raise ChainError("openLease mined without a LeaseOpened log")

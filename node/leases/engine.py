@@ -81,11 +81,19 @@ class LeaseEngine:
         tick_interval: float = 1.0,
         on_capacity_change: Callable[[bytes], None] = lambda offer_hash: None,
         clock: Clock = wall_clock_ms,
+        max_unsettled: float | None = None,
+        challenge_after: float | None = None,
     ) -> None:
+        """``max_unsettled``: seconds of a lease's full usage a provider serves unsettled before it stops and
+        claims (default: ten checkpoint intervals, at least a minute); ``challenge_after``: seconds without a
+        heartbeat before a consumer challenges the provider's liveness (default: 20 heartbeats, at least 30 s)."""
         tol = replace(Tolerance(), heartbeat_interval_ms=max(5000, int(heartbeat_interval * 2000)))
+        unsettled_s = max_unsettled if max_unsettled is not None else max(60.0, 10 * checkpoint_interval)
+        silence_s = challenge_after if challenge_after is not None else max(30.0, 20 * heartbeat_interval)
         config = L.LeaseConfig(max_consecutive_rejections=max_rejections, settle_retry_ms=5_000,
                                settle_interval_ms=int(settle_every * 1000), auto_topup_amount=auto_topup,
-                               settlement_window_s=settlement_window, tolerance=tol)
+                               settlement_window_s=settlement_window, tolerance=tol,
+                               max_unsettled_s=max(1, int(unsettled_s)), challenge_after_ms=int(silence_s * 1000))
         self.address = chain.address or ""
         self.transport = transport
         self.clock = clock
@@ -131,8 +139,26 @@ class LeaseEngine:
         if registered is not None:  # on a running host: wait until libp2p serves the protocol
             await registered
         await self.dispatcher.replay()
+        await self._find_pending_challenges()
         self.tasks.spawn(self._tick_loop())
         self.tasks.spawn(self.settlements.run())
+
+    async def _find_pending_challenges(self) -> None:
+        """A challenge made while this node was down is answered right away (its log may come later)."""
+        for rec in self.dispatcher:
+            if rec.state.role is not L.Role.PROVIDER or rec.state.status != L.LeaseStatus.OPEN:
+                continue
+            try:
+                on_chain = await self.runner.escrow.get_lease(rec.lease_id)
+            except Exception as exc:
+                log.warning("could not read the lease at start", extra={"lease_id": rec.lease_id,
+                                                                         "error": repr(exc)[:200]})
+                continue
+            if on_chain.liveness_deadline:
+                log.warning("liveness challenge pending at start", extra={"lease_id": rec.lease_id,
+                                                                           "deadline": on_chain.liveness_deadline})
+                await self.dispatcher.apply(rec, L.ContractReceiveLivenessChallenged(rec.lease_id,
+                                                                                     on_chain.liveness_deadline))
 
     async def stop(self) -> None:
         self.tasks.stopping.set()

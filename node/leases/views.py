@@ -24,6 +24,16 @@ def lease_view(rec: LeaseRecord, store: LeaseStore[PersistedLease]) -> dict[str,
         "close_reason": s.close_reason.value if s.close_reason else None, "refund": str(money.refund),
         "peer": rec.peer,
     }
+    f = s.faults
+    out["faults"] = {
+        "reason": f.reason, "serving_paused": f.serving_paused, "slashed": str(f.slashed),
+        "claim": ({"seq": f.claim_seq, "gpu_seconds": f.claim_cumulative, "ready_at": f.claim_ready_at}
+                  if f.claim_seq else None),
+        "claims": f.claims, "disputed_seq": f.disputed_seq,
+        "challenge_deadline": f.challenge_deadline or None, "challenges": f.challenges,
+        "equivocation_reported": f.equivocation_reported,
+        "equivocation_seq": f.equivocation_a.checkpoint.seq if f.equivocation_a is not None else None,
+    }
     side = s.provider
     if side is not None:
         out.update({"metered_gpu_seconds": side.meter.gpu_seconds, "heartbeats_sent": side.meter.hb_seq,

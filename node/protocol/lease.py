@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from node.protocol import provider_lease
-from node.protocol.checkpoint import ChainLink, RejectReason, check_link, verify_checkpoint
+from node.protocol.checkpoint import ChainLink, RejectReason, SignedCheckpoint, check_link, verify_checkpoint
 from node.protocol.heartbeat import HeartbeatError, heartbeat_hash, verify_heartbeat
 from node.protocol.lease_state import (
     DEFAULT_CONFIG,
@@ -44,21 +44,37 @@ from node.protocol.lease_state import (
     BeatChain,
     Change,
     CloseReason,
+    ContractReceiveClaimDisputed,
+    ContractReceiveClaimFinalized,
+    ContractReceiveEquivocationReported,
+    ContractReceiveFaultTxFailed,
     ContractReceiveLeaseClosed,
     ContractReceiveLeaseFinalized,
     ContractReceiveLeaseOpened,
     ContractReceiveLeaseSettled,
+    ContractReceiveLivenessAnswered,
+    ContractReceiveLivenessChallenged,
+    ContractReceiveLivenessResolved,
     ContractReceiveSettleFailed,
     ContractReceiveTopUp,
     ContractReceiveTopUpFailed,
+    ContractReceiveUsageClaimed,
+    ContractSendAnswer,
+    ContractSendChallenge,
+    ContractSendClaim,
     ContractSendClose,
+    ContractSendDispute,
     ContractSendFinalize,
+    ContractSendFinalizeClaim,
     ContractSendOpenLease,
+    ContractSendReportEquivocation,
+    ContractSendResolve,
     ContractSendSettle,
     ContractSendTopUp,
     ContractSendWithdraw,
     Counters,
     Event,
+    Faults,
     JobEnd,
     JobEnded,
     JobPhase,
@@ -250,6 +266,9 @@ def _on_checkpoint(state: LeaseState, c: ReceiveCheckpoint) -> Result:
                 f"{verdict.reason.value}: {verdict.detail}",
             ),
         ]
+        if verdict.reason is RejectReason.EQUIVOCATION:
+            state, report = _report_equivocation(state, c.signed_cp)
+            events += report
         too_many = counters.consecutive_rejections >= state.config.max_consecutive_rejections
         if too_many and state.status == LeaseStatus.OPEN:
             state, close_events = _close(state, CloseReason.TOO_MANY_REJECTIONS)
@@ -495,6 +514,321 @@ def _finalize_after_window(state: LeaseState) -> Result:
     return state, []
 
 
+# --------------------------------------------------------------------------------------------- fault paths
+# Silent consumer -> pause, claim, finalize the claim, withdraw (provider); a claim above what the consumer verified
+# -> dispute (consumer); silent provider -> challenge, resolve at the deadline (consumer) / answer (provider);
+# two provider-signed checkpoints with one seq -> report (consumer). Each step is a ``ContractSend*`` event, sent
+# once (a flag in ``Faults``), confirmed by its log (``ContractReceive*``) or undone by
+# ``ContractReceiveFaultTxFailed`` (sent again after ``fault_retry_ms`` when it still applies).
+
+
+def _faults(state: LeaseState, **changes: object) -> LeaseState:
+    return replace(state, faults=replace(state.faults, **changes))  # type: ignore[arg-type]
+
+
+def _now_s(state: LeaseState) -> int:
+    return state.now_ms // 1000
+
+
+def _window_end_ms(state: LeaseState) -> int | None:
+    """End of the settlement window (ms), once the lease is closed."""
+    if state.closed_at is None:
+        return None
+    return (state.closed_at + state.config.settlement_window_s) * 1000
+
+
+def _exposure(state: LeaseState) -> int:
+    """Provider: GPU-seconds metered and not settled on-chain."""
+    side = state.provider
+    return 0 if side is None else max(0, side.meter.gpu_seconds - state.ledger.settled_cumulative)
+
+
+def _report_equivocation(state: LeaseState, second: SignedCheckpoint) -> Result:
+    """Consumer: ``second`` has the seq of the last accepted checkpoint and other contents: report the pair."""
+    first = state.beats.last_accepted
+    f = state.faults
+    if (first is None or first.checkpoint.seq != second.checkpoint.seq or first == second or f.equivocation_sent
+            or state.status >= LeaseStatus.FINALIZING):
+        return state, []
+    why = f"two checkpoints signed with seq {second.checkpoint.seq}"
+    state = _faults(state, equivocation_a=first, equivocation_b=second, equivocation_sent=True,
+                    reason=f"reporting equivocation: {why}")
+    return state, [ContractSendReportEquivocation(state.lease_id, first, second),
+                   NotifyUser(state.lease_id, Notice.EQUIVOCATION_REPORTED, f"report sent: {why}")]
+
+
+def _pause_when_unpaid(state: LeaseState) -> Result:
+    """Provider: more usage unsettled than the consumer may owe: stop the job (nothing more accrues)."""
+    side = state.provider
+    if state.role is not Role.PROVIDER or side is None or state.faults.serving_paused:
+        return state, []
+    limit = state.config.max_unsettled_s * state.gpus
+    exposure = _exposure(state)
+    if exposure <= limit:
+        return state, []
+    why = f"{exposure} GPU-seconds unsettled, more than the {limit} allowed"
+    events: list[Event] = [NotifyUser(state.lease_id, Notice.SERVICE_PAUSED, why)]
+    if side.job in (JobPhase.STARTING, JobPhase.RUNNING):
+        events.insert(0, StopJob(state.lease_id))
+    return _faults(state, serving_paused=True, reason=f"service paused: {why}"), events
+
+
+def _claim_when_unpaid(state: LeaseState) -> Result:
+    """Provider: claim the latest signed checkpoint the consumer did not settle, when serving is paused, or once
+    half the settlement window after close has passed (the consumer settles the final checkpoint at once)."""
+    f, money = state.faults, state.ledger
+    signed = f.last_signed
+    if (state.role is not Role.PROVIDER or signed is None
+            or not (LeaseStatus.OPEN <= state.status <= LeaseStatus.CLOSED)):
+        return state, []
+    cp = signed.checkpoint
+    if (cp.cumulative_gpu_seconds <= money.settled_cumulative or cp.seq <= money.settled_seq
+            or cp.seq <= f.disputed_seq or f.claim_seq != 0 or cp.seq <= f.claim_sent_seq
+            or state.now_ms < f.retry_after_ms or cp.timestamp > _now_s(state)):
+        return state, []
+    window_end = _window_end_ms(state)
+    if window_end is not None:
+        if state.now_ms >= window_end:
+            return state, []  # the escrow takes no claim any more
+        half = (state.closed_at or 0) * 1000 + state.config.settlement_window_s * 500
+        if state.now_ms < half and not f.serving_paused:
+            return state, []
+    elif not f.serving_paused:
+        return state, []
+    unpaid = cp.cumulative_gpu_seconds - money.settled_cumulative
+    why = (f"claiming seq {cp.seq} ({cp.cumulative_gpu_seconds} GPU-seconds, {unpaid} unsettled): the consumer "
+           + ("stopped settling" if f.serving_paused else "did not settle after close"))
+    state = _faults(state, claim_sent_seq=cp.seq, reason=why)
+    return state, [ContractSendClaim(state.lease_id, signed), NotifyUser(state.lease_id, Notice.CLAIM_SENT, why)]
+
+
+def _finalize_claim_when_ready(state: LeaseState) -> Result:
+    f = state.faults
+    if (state.role is not Role.PROVIDER or f.claim_seq == 0 or f.claim_finalize_sent
+            or _now_s(state) < f.claim_ready_at or state.now_ms < f.retry_after_ms):
+        return state, []
+    state = _faults(state, claim_finalize_sent=True, reason=f"finalizing the claim of seq {f.claim_seq}")
+    return state, [ContractSendFinalizeClaim(state.lease_id, f.claim_seq)]
+
+
+def _challenge_when_silent(state: LeaseState) -> Result:
+    """Consumer: a provider that sends no heartbeat for ``challenge_after_ms`` is challenged to prove liveness."""
+    f, chain, cfg = state.faults, state.beats, state.config
+    if (state.role is not Role.CONSUMER or state.status != LeaseStatus.OPEN or state.job_spec_hash is None
+            or f.challenge_deadline != 0 or f.challenge_sent or state.now_ms < f.retry_after_ms
+            or _now_s(state) < f.cooldown_until or _now_s(state) >= state.ends_at
+            or state.now_ms - chain.last_beat_at_ms <= cfg.challenge_after_ms):
+        return state, []
+    silent_s = (state.now_ms - chain.last_beat_at_ms) // 1000
+    why = f"no heartbeat for {silent_s} s"
+    state = _faults(state, challenge_sent=True, reason=f"challenging the provider's liveness: {why}")
+    return state, [ContractSendChallenge(state.lease_id, why), NotifyUser(state.lease_id, Notice.CHALLENGE_SENT, why)]
+
+
+def _resolve_missed_deadline(state: LeaseState) -> Result:
+    f = state.faults
+    if (state.role is not Role.CONSUMER or f.challenge_deadline == 0 or f.resolve_sent
+            or _now_s(state) < f.challenge_deadline or state.status >= LeaseStatus.FINALIZING
+            or state.now_ms < f.retry_after_ms):
+        return state, []
+    why = f"the provider did not answer the liveness challenge by {f.challenge_deadline}"
+    state = _faults(state, resolve_sent=True, reason=f"resolving: {why}")
+    return state, [ContractSendResolve(state.lease_id, f.challenge_deadline),
+                   NotifyUser(state.lease_id, Notice.LIVENESS_RESOLVED, f"resolve sent: {why}")]
+
+
+def _answer_pending_challenge(state: LeaseState) -> Result:
+    """Provider: answer a pending challenge not answered yet (also right after a restart)."""
+    f = state.faults
+    if (state.role is not Role.PROVIDER or f.challenge_deadline == 0 or f.answered_deadline == f.challenge_deadline
+            or _now_s(state) >= f.challenge_deadline or state.status != LeaseStatus.OPEN):
+        return state, []
+    state = _faults(state, answered_deadline=f.challenge_deadline,
+                    reason=f"answering the liveness challenge due {f.challenge_deadline}")
+    return state, [ContractSendAnswer(state.lease_id, f.challenge_deadline)]
+
+
+def _provider_finalize_when_consumer_silent(state: LeaseState) -> Result:
+    """Provider: a consumer that does not finalize within a second settlement window leaves the collateral and
+    the offer's GPUs locked: finalize it ourselves (after any pending claim: the escrow refuses before)."""
+    window_end = _window_end_ms(state)
+    if (state.role is not Role.PROVIDER or state.status != LeaseStatus.CLOSED or window_end is None
+            or state.faults.claim_seq != 0
+            or state.now_ms < window_end + state.config.settlement_window_s * 1000):
+        return state, []
+    state = _faults(state, reason="finalizing: the consumer did not finalize after the settlement window")
+    return replace(state, status=LeaseStatus.FINALIZING), [ContractSendFinalize(state.lease_id)]
+
+
+_FAULT_RULES: tuple[Rule, ...] = (
+    _pause_when_unpaid, _claim_when_unpaid, _finalize_claim_when_ready, _challenge_when_silent,
+    _resolve_missed_deadline, _answer_pending_challenge, _provider_finalize_when_consumer_silent,
+)
+
+
+def _fault_rules(state: LeaseState) -> Result:
+    events: list[Event] = []
+    if state.status >= LeaseStatus.FINALIZING:
+        return state, events
+    for rule in _FAULT_RULES:
+        state, more = rule(state)
+        events += more
+    return state, events
+
+
+def _on_claimed(state: LeaseState, c: ContractReceiveUsageClaimed) -> Result:
+    if c.lease_id != state.lease_id or state.status >= LeaseStatus.FINALIZED:
+        return state, []
+    f = state.faults
+    if f.claim_seq == c.seq and f.claim_ready_at == c.ready_at:
+        return state, []  # replayed log
+    state = _faults(state, claim_seq=c.seq, claim_cumulative=c.cumulative_gpu_seconds, claim_ready_at=c.ready_at,
+                    claim_finalize_sent=False, claims=f.claims + 1)
+    claimed = f"seq {c.seq}, {c.cumulative_gpu_seconds} GPU-seconds, final from {c.ready_at}"
+    events: list[Event] = [NotifyUser(state.lease_id, Notice.USAGE_CLAIMED, claimed)]
+    if state.role is not Role.CONSUMER:
+        return _faults(state, reason=f"claim pending: {claimed}"), events
+    evidence = state.beats.last_accepted
+    if (evidence is not None and evidence.checkpoint.seq >= c.seq
+            and evidence.checkpoint.cumulative_gpu_seconds < c.cumulative_gpu_seconds
+            and _now_s(state) < c.ready_at and f.dispute_sent_seq != c.seq):
+        ev_cp = evidence.checkpoint
+        why = (f"the claim ({c.cumulative_gpu_seconds} GPU-seconds at seq {c.seq}) exceeds the "
+               f"{ev_cp.cumulative_gpu_seconds} GPU-seconds the provider signed at seq {ev_cp.seq}")
+        state = _faults(state, dispute_sent_seq=c.seq, reason=f"disputing: {why}")
+        events += [ContractSendDispute(state.lease_id, c.seq, evidence),
+                   NotifyUser(state.lease_id, Notice.CLAIM_DISPUTED, f"dispute sent: {why}")]
+        return state, events
+    verified = state.beats.accepted_cumulative
+    why = ("within the usage we verified" if c.cumulative_gpu_seconds <= verified
+           else f"above the {verified} GPU-seconds we verified, but we hold no later checkpoint to dispute it")
+    return _faults(state, reason=f"claim pending ({claimed}): {why}"), events
+
+
+def _on_claim_disputed(state: LeaseState, c: ContractReceiveClaimDisputed) -> Result:
+    if c.lease_id != state.lease_id:
+        return state, []
+    f = state.faults
+    if f.claim_seq == 0 and f.disputed_seq >= c.evidence_seq:
+        return state, []
+    why = f"claim of seq {c.claimed_seq} voided by the checkpoint of seq {c.evidence_seq}"
+    state = _faults(state, claim_seq=0, claim_cumulative=0, claim_ready_at=0, claim_finalize_sent=False,
+                    disputed_seq=max(f.disputed_seq, c.evidence_seq), reason=why)
+    return state, [NotifyUser(state.lease_id, Notice.CLAIM_DISPUTED, why)]
+
+
+def _on_claim_finalized(state: LeaseState, c: ContractReceiveClaimFinalized) -> Result:
+    if c.lease_id != state.lease_id or state.faults.claim_seq == 0:
+        return state, []
+    why = f"claim of seq {c.seq} final: {c.amount} paid" if c.amount else f"claim of seq {c.seq} moot (settled)"
+    state = _faults(state, claim_seq=0, claim_cumulative=0, claim_ready_at=0, claim_finalize_sent=False, reason=why)
+    events: list[Event] = [NotifyUser(state.lease_id, Notice.CLAIM_FINALIZED, why)]
+    if state.role is Role.PROVIDER and c.amount > 0:
+        events.append(ContractSendWithdraw(state.lease_id))
+    return state, events
+
+
+def _on_challenged(state: LeaseState, c: ContractReceiveLivenessChallenged) -> Result:
+    f = state.faults
+    if c.lease_id != state.lease_id or f.challenge_deadline == c.deadline or state.status >= LeaseStatus.FINALIZED:
+        return state, []
+    state = _faults(state, challenge_deadline=c.deadline, challenge_sent=False, resolve_sent=False,
+                    challenges=f.challenges + 1, reason=f"liveness challenge pending, deadline {c.deadline}")
+    events: list[Event] = [NotifyUser(state.lease_id, Notice.LIVENESS_CHALLENGED, f"answer due by {c.deadline}")]
+    more_state, more = _answer_pending_challenge(state)
+    return more_state, events + more
+
+
+def _on_answered(state: LeaseState, c: ContractReceiveLivenessAnswered) -> Result:
+    f = state.faults
+    if c.lease_id != state.lease_id or f.challenge_deadline == 0:
+        return state, []
+    state = _faults(state, challenge_deadline=0, challenge_sent=False, resolve_sent=False,
+                    reason="the provider answered the liveness challenge")
+    if state.role is Role.CONSUMER:  # the answer proves liveness: silence is measured again from now
+        state = replace(state, beats=replace(state.beats, last_beat_at_ms=max(state.beats.last_beat_at_ms,
+                                                                                 state.now_ms)))
+    return state, [NotifyUser(state.lease_id, Notice.LIVENESS_ANSWERED)]
+
+
+def _on_liveness_resolved(state: LeaseState, c: ContractReceiveLivenessResolved) -> Result:
+    f = state.faults
+    if c.lease_id != state.lease_id or (f.challenge_deadline == 0 and f.resolve_sent is False and f.slashed > 0):
+        return state, []
+    why = f"the provider missed the liveness deadline: {c.slashed} of its collateral slashed, lease closed"
+    state = _faults(state, challenge_deadline=0, slashed=f.slashed + c.slashed, reason=why)
+    if state.close_reason is None:
+        state = replace(state, close_reason=CloseReason.LIVENESS_SLASHED)
+    return state, [NotifyUser(state.lease_id, Notice.LIVENESS_RESOLVED, why)]
+
+
+def _on_equivocation_reported(state: LeaseState, c: ContractReceiveEquivocationReported) -> Result:
+    f = state.faults
+    if c.lease_id != state.lease_id or f.equivocation_reported:
+        return state, []
+    why = f"equivocation at seq {c.seq} reported by {c.finder}: {c.slashed} of the collateral slashed"
+    state = _faults(state, equivocation_reported=True, equivocation_sent=True, slashed=f.slashed + c.slashed,
+                    reason=why)
+    if state.close_reason is None:
+        state = replace(state, close_reason=CloseReason.EQUIVOCATION)
+    return state, [NotifyUser(state.lease_id, Notice.EQUIVOCATION_REPORTED, why)]
+
+
+def _error_arg(reason: str, name: str, index: int) -> int | None:
+    """Argument ``index`` of a decoded custom error ``name(a, b, ...)`` in ``reason`` (``None`` if absent)."""
+    head = reason.find(name + "(")
+    if head < 0:
+        return None
+    args = reason[head + len(name) + 1:].split(")", 1)[0].split(",")
+    try:
+        return int(args[index].strip())
+    except (IndexError, ValueError):
+        return None
+
+
+def _on_fault_tx_failed(state: LeaseState, c: ContractReceiveFaultTxFailed) -> Result:
+    f = state.faults
+    retry = state.now_ms + state.config.fault_retry_ms
+    changes: dict[str, object] = {"retry_after_ms": retry, "reason": f"{c.kind} failed: {c.reason}"}
+    if c.kind == "claim":
+        changes["claim_sent_seq"] = 0
+        disputed = _error_arg(c.reason, "LeaseEscrow_SeqDisputed", 2)
+        if disputed is not None:
+            changes["disputed_seq"] = max(f.disputed_seq, disputed)
+    elif c.kind == "finalizeClaim":
+        changes["claim_finalize_sent"] = False
+        if "LeaseEscrow_NoClaim" in c.reason:
+            changes.update(claim_seq=0, claim_cumulative=0, claim_ready_at=0)
+    elif c.kind == "challenge":
+        changes["challenge_sent"] = False
+        cooldown = _error_arg(c.reason, "LeaseEscrow_ChallengeCooldown", 1)
+        if cooldown is not None:
+            changes["cooldown_until"] = cooldown
+        if "LeaseEscrow_LeaseEnded" in c.reason:
+            changes["cooldown_until"] = 2**63
+    elif c.kind == "resolve":
+        changes["resolve_sent"] = False
+        if "LeaseEscrow_NoChallenge" in c.reason or "LeaseEscrow_LeaseNotOpen" in c.reason:
+            changes["challenge_deadline"] = 0
+    elif c.kind == "answer" and "LeaseEscrow_NoChallenge" in c.reason:
+        changes["challenge_deadline"] = 0  # answered already (our earlier answer, replayed)
+    elif c.kind == "reportEquivocation" and not any(
+            e in c.reason for e in ("LeaseEscrow_NothingToSlash", "LeaseEscrow_LeaseFinalized")):
+        changes["equivocation_sent"] = False
+    return _faults(state, **changes), [NotifyUser(state.lease_id, Notice.FAULT_TX_FAILED, f"{c.kind}: {c.reason}")]
+
+
+def _resend_equivocation(state: LeaseState) -> Result:
+    """Consumer: a report that failed for a passing reason is sent again."""
+    f = state.faults
+    if (state.role is not Role.CONSUMER or f.equivocation_a is None or f.equivocation_b is None
+            or f.equivocation_sent or f.equivocation_reported or state.now_ms < f.retry_after_ms
+            or state.status >= LeaseStatus.FINALIZED):
+        return state, []
+    state = _faults(state, equivocation_sent=True)
+    return state, [ContractSendReportEquivocation(state.lease_id, f.equivocation_a, f.equivocation_b)]
+
+
 _CLOSING_RULES: dict[Role, tuple[Rule, ...]] = {
     Role.PROVIDER: (_close_at_lease_end,),
     Role.CONSUMER: (_close_after_rejections, _close_when_exhausted),
@@ -503,7 +837,7 @@ _OPEN_RULES: dict[Role, tuple[Rule, ...]] = {
     Role.PROVIDER: (),
     Role.CONSUMER: (_top_up_before_the_end, _report_silence),
 }
-_EVERY_TICK_RULES: tuple[Rule, ...] = (_settle_when_due, _finalize_after_window)
+_EVERY_TICK_RULES: tuple[Rule, ...] = (_settle_when_due, _finalize_after_window, _fault_rules, _resend_equivocation)
 
 
 def _on_tick(state: LeaseState, t: TimerTick) -> Result:
@@ -554,6 +888,22 @@ def _handle(state: LeaseState, change: Change) -> Result:
         return _on_tick(state, change)
     if isinstance(change, NodeRestarted):
         return _on_restarted(state, change)
+    if isinstance(change, ContractReceiveUsageClaimed):
+        return _on_claimed(state, change)
+    if isinstance(change, ContractReceiveClaimDisputed):
+        return _on_claim_disputed(state, change)
+    if isinstance(change, ContractReceiveClaimFinalized):
+        return _on_claim_finalized(state, change)
+    if isinstance(change, ContractReceiveLivenessChallenged):
+        return _on_challenged(state, change)
+    if isinstance(change, ContractReceiveLivenessAnswered):
+        return _on_answered(state, change)
+    if isinstance(change, ContractReceiveLivenessResolved):
+        return _on_liveness_resolved(state, change)
+    if isinstance(change, ContractReceiveEquivocationReported):
+        return _on_equivocation_reported(state, change)
+    if isinstance(change, ContractReceiveFaultTxFailed):
+        return _on_fault_tx_failed(state, change)
     raise TypeError(f"unknown change {type(change).__name__}")
 
 
@@ -565,21 +915,37 @@ __all__ = [
     "BeatChain",
     "Change",
     "CloseReason",
+    "ContractReceiveClaimDisputed",
+    "ContractReceiveClaimFinalized",
+    "ContractReceiveEquivocationReported",
+    "ContractReceiveFaultTxFailed",
     "ContractReceiveLeaseClosed",
     "ContractReceiveLeaseFinalized",
     "ContractReceiveLeaseOpened",
     "ContractReceiveLeaseSettled",
+    "ContractReceiveLivenessAnswered",
+    "ContractReceiveLivenessChallenged",
+    "ContractReceiveLivenessResolved",
     "ContractReceiveSettleFailed",
     "ContractReceiveTopUp",
     "ContractReceiveTopUpFailed",
+    "ContractReceiveUsageClaimed",
+    "ContractSendAnswer",
+    "ContractSendChallenge",
+    "ContractSendClaim",
     "ContractSendClose",
+    "ContractSendDispute",
     "ContractSendFinalize",
+    "ContractSendFinalizeClaim",
     "ContractSendOpenLease",
+    "ContractSendReportEquivocation",
+    "ContractSendResolve",
     "ContractSendSettle",
     "ContractSendTopUp",
     "ContractSendWithdraw",
     "Counters",
     "Event",
+    "Faults",
     "JobEnd",
     "JobEnded",
     "JobPhase",

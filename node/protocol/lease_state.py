@@ -47,13 +47,15 @@ class CloseReason(enum.Enum):
     TOO_MANY_REJECTIONS = "too_many_rejections"
     DEPOSIT_EXHAUSTED = "deposit_exhausted"
     LEASE_END = "lease_end"  # provider: paid-through end reached
+    LIVENESS_SLASHED = "liveness_slashed"  # the provider missed a liveness challenge: resolved, slashed, closed
+    EQUIVOCATION = "equivocation"  # the provider signed two checkpoints with one seq: reported, slashed, closed
 
 
 class Notice(enum.Enum):
     LEASE_OPENED = "lease_opened"
     HEARTBEAT_REJECTED = "heartbeat_rejected"
     CHECKPOINT_REJECTED = "checkpoint_rejected"
-    EQUIVOCATION = "equivocation"  # evidence stored; reporting it on-chain is a later step
+    EQUIVOCATION = "equivocation"  # two provider-signed checkpoints with one seq: evidence stored and reported
     TOPUP_SUGGESTED = "topup_suggested"
     PROVIDER_SILENT = "provider_silent"
     CLOSING = "closing"
@@ -63,6 +65,19 @@ class Notice(enum.Enum):
     SETTLED_ELSEWHERE = "settled_elsewhere"  # a settlement we did not send (co-signed/claim)
     SETTLE_FAILED = "settle_failed"
     IGNORED = "ignored"  # a change that does not apply in this state
+    # fault paths (the escrow's claims, disputes, liveness challenges and equivocation reports)
+    SERVICE_PAUSED = "service_paused"  # provider: too much unsettled usage, the job is stopped
+    SERVICE_RESUMED = "service_resumed"  # provider: the consumer settled again
+    CLAIM_SENT = "claim_sent"  # provider: claimed its latest checkpoint of a silent consumer
+    USAGE_CLAIMED = "usage_claimed"  # a claim is pending on-chain
+    CLAIM_DISPUTED = "claim_disputed"
+    CLAIM_FINALIZED = "claim_finalized"
+    CHALLENGE_SENT = "challenge_sent"  # consumer: challenged a silent provider's liveness
+    LIVENESS_CHALLENGED = "liveness_challenged"
+    LIVENESS_ANSWERED = "liveness_answered"
+    LIVENESS_RESOLVED = "liveness_resolved"  # the deadline passed unanswered: slashed and closed
+    EQUIVOCATION_REPORTED = "equivocation_reported"
+    FAULT_TX_FAILED = "fault_tx_failed"
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -80,6 +95,10 @@ class LeaseConfig:
     provider_silence_ms: int = 30_000
     max_pending_beats: int = 4_096  # beats held past the last accepted head; more are refused
     tolerance: Tolerance = DEFAULT_TOLERANCE
+    # fault paths
+    max_unsettled_s: int = 600  # provider: unsettled usage tolerated, in seconds of the whole lease (x gpus)
+    challenge_after_ms: int = 60_000  # consumer: no heartbeat for this long -> challenge the provider's liveness
+    fault_retry_ms: int = 5_000  # wait after a failed fault transaction before sending it again
 
 
 DEFAULT_CONFIG = LeaseConfig()
@@ -211,6 +230,42 @@ class ProviderSide:
 
 
 @dataclass(frozen=True, slots=True)
+class Faults:
+    """Where a lease stands on the escrow's fault paths (both roles; chain-confirmed unless said otherwise).
+
+    Silent consumer: the provider pauses serving (``serving_paused``), claims its latest signed checkpoint
+    (``last_signed``; ``claim_sent_seq`` once the claim is sent), and finalizes the claim from ``claim_ready_at``.
+    The consumer disputes a claim above what it verified (``dispute_sent_seq``). Silent provider: the consumer
+    challenges (``challenge_sent``), the provider answers (``answered_deadline``), the consumer resolves a missed
+    deadline (``resolve_sent``). Equivocation: the pair of conflicting checkpoints and whether it was reported.
+    """
+
+    serving_paused: bool = False
+    last_signed: SignedCheckpoint | None = None  # provider: the latest checkpoint it signed
+    claim_sent_seq: int = 0
+    claim_seq: int = 0  # the pending claim on-chain (0: none)
+    claim_cumulative: int = 0
+    claim_ready_at: int = 0
+    claim_finalize_sent: bool = False
+    claims: int = 0  # claims seen on-chain
+    disputed_seq: int = 0  # the highest seq a dispute refuted (claims need a higher one)
+    dispute_sent_seq: int = 0
+    challenge_deadline: int = 0  # the pending challenge's deadline (chain time, s; 0: none)
+    challenge_sent: bool = False
+    challenges: int = 0  # challenges seen on-chain
+    cooldown_until: int = 0  # no new challenge before (s)
+    answered_deadline: int = 0  # provider: answer sent for the challenge with this deadline
+    resolve_sent: bool = False
+    equivocation_a: SignedCheckpoint | None = None
+    equivocation_b: SignedCheckpoint | None = None
+    equivocation_sent: bool = False
+    equivocation_reported: bool = False
+    slashed: int = 0  # collateral slashed on this lease (liveness and equivocation)
+    retry_after_ms: int = 0  # back-off after a failed fault transaction
+    reason: str = ""  # the last fault step and why (shown in the API)
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseState:
     role: Role
     terms: OfferTerms
@@ -231,6 +286,7 @@ class LeaseState:
     beats: BeatChain = field(default_factory=BeatChain)  # consumer
     counters: Counters = field(default_factory=Counters)
     provider: ProviderSide | None = None  # provider
+    faults: Faults = field(default_factory=Faults)
 
     @property
     def provider_address(self) -> bytes:
@@ -401,6 +457,68 @@ class NodeRestarted:
     now_ms: int
 
 
+# fault-path changes (escrow logs, and our fault transactions that failed)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveUsageClaimed:
+    lease_id: int
+    seq: int
+    cumulative_gpu_seconds: int
+    ready_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveClaimDisputed:
+    lease_id: int
+    claimed_seq: int
+    evidence_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveClaimFinalized:
+    lease_id: int
+    seq: int
+    cumulative_gpu_seconds: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveLivenessChallenged:
+    lease_id: int
+    deadline: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveLivenessAnswered:
+    lease_id: int
+    at: int = 0  # block time of the answer (0: unknown); the next challenge waits for the cooldown
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveLivenessResolved:
+    lease_id: int
+    slashed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveEquivocationReported:
+    lease_id: int
+    finder: str
+    seq: int
+    slashed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReceiveFaultTxFailed:
+    """One of our fault transactions (``kind``: claim, dispute, finalizeClaim, challenge, answer, resolve,
+    reportEquivocation) reverted, or lost a race; ``reason`` is the decoded error."""
+
+    lease_id: int
+    kind: str
+    reason: str = ""
+
+
 # provider changes
 
 
@@ -460,6 +578,14 @@ Change = (
     | ContractReceiveLeaseFinalized
     | TimerTick
     | NodeRestarted
+    | ContractReceiveUsageClaimed
+    | ContractReceiveClaimDisputed
+    | ContractReceiveClaimFinalized
+    | ContractReceiveLivenessChallenged
+    | ContractReceiveLivenessAnswered
+    | ContractReceiveLivenessResolved
+    | ContractReceiveEquivocationReported
+    | ContractReceiveFaultTxFailed
     | ProviderTick
     | ReceiveJobSpec
     | JobStarted
@@ -572,6 +698,63 @@ class ContractSendWithdraw:
     lease_id: int
 
 
+# fault-path transactions
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendClaim:
+    """Provider: claim ``signed_cp`` (its latest checkpoint) of a silent consumer."""
+
+    lease_id: int
+    signed_cp: SignedCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendDispute:
+    """Consumer: void the pending claim of ``claimed_seq`` with provider-signed ``evidence``."""
+
+    lease_id: int
+    claimed_seq: int
+    evidence: SignedCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendFinalizeClaim:
+    lease_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendChallenge:
+    """Consumer: challenge the provider's liveness (``reason`` says why)."""
+
+    lease_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendAnswer:
+    """Provider: answer the challenge with ``deadline``."""
+
+    lease_id: int
+    deadline: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendResolve:
+    """Consumer: resolve the challenge whose ``deadline`` passed unanswered."""
+
+    lease_id: int
+    deadline: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractSendReportEquivocation:
+    lease_id: int
+    a: SignedCheckpoint
+    b: SignedCheckpoint
+
+
 # What a provider's outgoing queue carries (encoded on the lease stream, acked one by one).
 
 
@@ -610,6 +793,13 @@ Event = (
     | StopJob
     | ReleaseDevices
     | ContractSendWithdraw
+    | ContractSendClaim
+    | ContractSendDispute
+    | ContractSendFinalizeClaim
+    | ContractSendChallenge
+    | ContractSendAnswer
+    | ContractSendResolve
+    | ContractSendReportEquivocation
 )
 
 Result = tuple[LeaseState, list[Event]]

@@ -215,8 +215,12 @@ def _on_meter_tick(state: LeaseState, side: ProviderSide, t: ProviderTick, keys:
         result_sent=result_sent,
         outq=side.outq + tuple(encode_outgoing(m) for m in sends),
     )
-    events: list[Event] = [ev for ev in produced if isinstance(ev, StoreCheckpoint)]
-    return replace(state, provider=side, now_ms=max(state.now_ms, now)), events
+    stored = [ev for ev in produced if isinstance(ev, StoreCheckpoint)]
+    events: list[Event] = list(stored)
+    faults = state.faults
+    if stored:  # the latest checkpoint signed: what a claim would carry if the consumer does not settle it
+        faults = replace(faults, last_signed=stored[-1].signed_cp)
+    return replace(state, provider=side, now_ms=max(state.now_ms, now), faults=faults), events
 
 
 def follow_chain(before: LeaseState, state: LeaseState, change: Change) -> Result:

@@ -13,6 +13,9 @@ Versions:
   3. the lease row is the ``LeaseState`` itself, in named parts: ``ledger`` (money), ``beats`` (the consumer's
      verified heartbeat chain), ``counters``, and ``provider`` (meter, devices, the consumer's peer, the job, the
      outgoing queue and its flags; ``null`` for a consumer lease).
+  4. the lease state gains ``faults`` (where the lease stands on the escrow's claim, dispute, liveness and
+     equivocation paths) and its ``config`` the fault-path settings (``max_unsettled_s``, ``challenge_after_ms``,
+     ``fault_retry_ms``); rows written before get their defaults.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 from node.errors import UnrecoverableError
 from node.storage import legacy_v1
 
-CURRENT_VERSION = 3
+CURRENT_VERSION = 4
 
 
 class SchemaTooNew(UnrecoverableError, RuntimeError):
@@ -95,10 +98,36 @@ def _v2_to_v3(c: sqlite3.Connection) -> None:
                   (_dump(lease_row_v2_to_v3(json.loads(text))), lease_id, role))
 
 
+# the v4 defaults, spelled out: a migration never reads today's classes
+_FAULTS_V4: dict[str, Any] = {
+    "serving_paused": False, "last_signed": None, "claim_sent_seq": 0, "claim_seq": 0, "claim_cumulative": 0,
+    "claim_ready_at": 0, "claim_finalize_sent": False, "claims": 0, "disputed_seq": 0, "dispute_sent_seq": 0,
+    "challenge_deadline": 0, "challenge_sent": False, "challenges": 0, "cooldown_until": 0, "answered_deadline": 0,
+    "resolve_sent": False, "equivocation_a": None, "equivocation_b": None, "equivocation_sent": False,
+    "equivocation_reported": False, "slashed": 0, "retry_after_ms": 0, "reason": "",
+}
+_CONFIG_V4: dict[str, Any] = {"max_unsettled_s": 600, "challenge_after_ms": 60_000, "fault_retry_ms": 5_000}
+
+
+def lease_row_v3_to_v4(state: dict[str, Any]) -> dict[str, Any]:
+    """A v3 ``LeaseState`` row with the v4 fault-path fields at their defaults (pure: JSON in, JSON out)."""
+    out = dict(state)
+    out["faults"] = dict(_FAULTS_V4)
+    out["config"] = {**_CONFIG_V4, **state["config"]}
+    return out
+
+
+def _v3_to_v4(c: sqlite3.Connection) -> None:
+    for lease_id, role, text in c.execute("SELECT lease_id, role, state FROM leases").fetchall():
+        c.execute("UPDATE leases SET state = ? WHERE lease_id = ? AND role = ?",
+                  (_dump(lease_row_v3_to_v4(json.loads(text))), lease_id, role))
+
+
 # from-version -> the migration to from-version + 1, in order
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 
 

@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 
 from node.chain.events import ChainEvent
 from node.chain.proxies import OnChainLease
-from node.chain.tx import TxRace, TxResult
+from node.chain.tx import TxFailed, TxRace, TxResult
 from node.crypto import eip712
 from node.crypto.nodekey import peer_id_of_node_key
 from node.leases import LeaseEngine, LeaseRecord
@@ -94,10 +94,18 @@ class FakeEntry:
     signed: FakeSignedOffer
 
 
+@dataclass(frozen=True)
+class Checkpointish:
+    lease_id: int
+    seq: int
+    cumulative_gpu_seconds: int
+
+
 @dataclass
 class _Lease:
     lease: OnChainLease
     fees: int = 0
+    credited: int = 0  # earnings already credited (finalized claims)
 
 
 @dataclass
@@ -107,7 +115,14 @@ class FakeChain:
     now_s: int = START
     settlement_window: int = 3
     fee_bps: int = 100
+    dispute_window: int = 5
+    liveness_window: int = 5
+    cooldown_windows: int = 2
     leases: dict[int, _Lease] = field(default_factory=dict)
+    claims: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # lease -> (seq, cumulative, readyAt)
+    disputed: dict[int, int] = field(default_factory=dict)  # lease -> highest disputed seq
+    cooldown: dict[int, int] = field(default_factory=dict)  # lease -> no challenge before
+    slashed_to: Counter[str] = field(default_factory=Counter)  # slash proceeds paid, by recipient
     earnings_of: dict[str, int] = field(default_factory=dict)
     executed: list[tuple[Any, ...]] = field(default_factory=list)
     logs: list[ChainEvent] = field(default_factory=list)  # every event mined, in order
@@ -189,7 +204,7 @@ class FakeWallet:
         ends = c.now_s + min(paid_for, offer.max_duration)
         c.leases[lid] = _Lease(OnChainLease(
             lid, self.wallet_address, offer.provider_address, offer.offer_hash, gpus, 1, offer.price_per_gpu_second,
-            deposit, 0, 0, 0, c.now_s, ends, c.now_s + offer.max_duration, 0, 0, 0))
+            deposit, 0, 0, 0, c.now_s, ends, c.now_s + offer.max_duration, 0, 0, deposit // 2))
         return [c.event("LeaseOpened", leaseId=lid, offerHash=offer.offer_hash, provider=offer.provider_address,
                         consumer=self.wallet_address, gpus=gpus, pricePerGpuSecond=offer.price_per_gpu_second,
                         deposit=deposit, startedAt=c.now_s, endsAt=ends)]
@@ -231,11 +246,150 @@ class FakeWallet:
         def run() -> list[ChainEvent]:
             entry = self.chain.leases[lease_id]
             if entry.lease.closed_at:
-                raise TxRace("close", "LeaseEscrow_LeaseClosed")
-            entry.lease = replace(entry.lease, closed_at=self.chain.now_s, status=2)
-            return [self.chain.event("LeaseClosed", leaseId=lease_id, closedAt=self.chain.now_s,
-                                     closedBy=self.wallet_address)]
+                raise TxRace("close", "LeaseEscrow_LeaseNotOpen")
+            return self._close(lease_id)
         return self.chain.mine(key, "closeLease", run)
+
+    def _close(self, lease_id: int) -> list[ChainEvent]:
+        """Close; a missed liveness deadline is resolved on the way (slash), as the escrow does."""
+        c = self.chain
+        entry = c.leases[lease_id]
+        le = entry.lease
+        missed = le.liveness_deadline != 0 and c.now_s >= le.liveness_deadline
+        entry.lease = le = replace(le, closed_at=c.now_s, status=2, liveness_deadline=0)
+        events = [c.event("LeaseClosed", leaseId=lease_id, closedAt=c.now_s, closedBy=self.wallet_address)]
+        if missed:
+            slash = le.collateral // 2
+            entry.lease = replace(le, collateral=le.collateral - slash)
+            c.slashed_to[le.consumer] += slash
+            events.append(c.event("LivenessResolved", leaseId=lease_id, slashed=slash))
+        return events
+
+    # fault paths, with the escrow's checks (ILeaseEscrow)
+    async def claim(self, key: str, cp: Any, signature: bytes) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            le = c.leases[cp.lease_id].lease
+            if le.status == 3 or (le.closed_at and c.now_s >= le.closed_at + c.settlement_window):
+                raise TxRace("claim", f"LeaseEscrow_SettlementWindowClosed({cp.lease_id}, 0)")
+            if cp.lease_id in c.claims:
+                raise TxRace("claim", f"LeaseEscrow_ClaimPending({cp.lease_id})")
+            if cp.seq <= c.disputed.get(cp.lease_id, 0):
+                raise TxRace("claim", f"LeaseEscrow_SeqDisputed({cp.lease_id}, {cp.seq}, {c.disputed[cp.lease_id]})")
+            if cp.seq <= le.last_seq:
+                raise TxRace("claim", f"LeaseEscrow_StaleSeq({cp.lease_id}, {cp.seq}, {le.last_seq})")
+            if cp.cumulative_gpu_seconds <= le.settled_gpu_seconds:
+                raise TxRace("claim", f"LeaseEscrow_NothingToClaim({cp.lease_id})")
+            ready = c.now_s + c.dispute_window
+            c.claims[cp.lease_id] = (cp.seq, cp.cumulative_gpu_seconds, ready)
+            return [c.event("UsageClaimed", leaseId=cp.lease_id, seq=cp.seq,
+                            cumulativeGpuSeconds=cp.cumulative_gpu_seconds, readyAt=ready)]
+        return self.chain.mine(key, "claim", run)
+
+    async def dispute(self, key: str, cp: Any, signature: bytes) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            claim = c.claims.get(cp.lease_id)
+            if claim is None:
+                raise TxRace("dispute", f"LeaseEscrow_NoClaim({cp.lease_id})")
+            if c.now_s >= claim[2]:
+                raise TxRace("dispute", f"LeaseEscrow_DisputeWindowClosed({cp.lease_id}, {claim[2]})")
+            if cp.seq < claim[0] or cp.cumulative_gpu_seconds >= claim[1]:
+                raise TxFailed("dispute", f"LeaseEscrow_InvalidEvidence({cp.lease_id})")
+            del c.claims[cp.lease_id]
+            c.disputed[cp.lease_id] = cp.seq
+            return [c.event("ClaimDisputed", leaseId=cp.lease_id, claimedSeq=claim[0], evidenceSeq=cp.seq)]
+        return self.chain.mine(key, "dispute", run)
+
+    async def finalize_claim(self, key: str, lease_id: int) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            claim = c.claims.get(lease_id)
+            if claim is None:
+                raise TxRace("finalizeClaim", f"LeaseEscrow_NoClaim({lease_id})")
+            if c.now_s < claim[2]:
+                raise TxRace("finalizeClaim", f"LeaseEscrow_DisputeWindowOpen({lease_id}, {claim[2]})")
+            del c.claims[lease_id]
+            seq, cumulative, _ = claim
+            le = c.leases[lease_id].lease
+            events: list[ChainEvent] = []
+            amount = 0
+            if seq > le.last_seq and cumulative >= le.settled_gpu_seconds:
+                entry = c.leases[lease_id]
+                paid, fees = entry.lease.paid, entry.fees
+                events = self._settle(Checkpointish(lease_id, seq, cumulative), batch=False)
+                amount = entry.lease.paid - paid
+                net = amount - (entry.fees - fees)  # a claim's earnings are credited at once
+                c.earnings_of[le.provider] = c.earnings_of.get(le.provider, 0) + net
+                entry.credited += net
+            return [*events, c.event("ClaimFinalized", leaseId=lease_id, seq=seq, cumulativeGpuSeconds=cumulative,
+                                     amount=amount)]
+        return self.chain.mine(key, "finalizeClaim", run)
+
+    async def challenge_liveness(self, key: str, lease_id: int) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            le = c.leases[lease_id].lease
+            if le.status != 1:
+                raise TxRace("challenge", f"LeaseEscrow_LeaseNotOpen({lease_id})")
+            if le.liveness_deadline:
+                raise TxRace("challenge", f"LeaseEscrow_ChallengePending({lease_id})")
+            if c.now_s >= le.ends_at:
+                raise TxRace("challenge", f"LeaseEscrow_LeaseEnded({lease_id}, {le.ends_at})")
+            if c.now_s < c.cooldown.get(lease_id, 0):
+                raise TxRace("challenge", f"LeaseEscrow_ChallengeCooldown({lease_id}, {c.cooldown[lease_id]})")
+            deadline = c.now_s + c.liveness_window
+            c.leases[lease_id].lease = replace(le, liveness_deadline=deadline)
+            return [c.event("LivenessChallenged", leaseId=lease_id, deadline=deadline)]
+        return self.chain.mine(key, "challengeLiveness", run)
+
+    async def answer_liveness(self, key: str, lease_id: int) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            le = c.leases[lease_id].lease
+            if le.status != 1:
+                raise TxRace("answer", f"LeaseEscrow_LeaseNotOpen({lease_id})")
+            if not le.liveness_deadline:
+                raise TxRace("answer", f"LeaseEscrow_NoChallenge({lease_id})")
+            if c.now_s >= le.liveness_deadline:
+                raise TxRace("answer", f"LeaseEscrow_LivenessWindowClosed({lease_id}, {le.liveness_deadline})")
+            c.leases[lease_id].lease = replace(le, liveness_deadline=0)
+            c.cooldown[lease_id] = c.now_s + c.liveness_window * c.cooldown_windows
+            return [c.event("LivenessAnswered", leaseId=lease_id)]
+        return self.chain.mine(key, "answerLiveness", run)
+
+    async def resolve_liveness(self, key: str, lease_id: int) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            le = c.leases[lease_id].lease
+            if le.status != 1:
+                raise TxRace("resolve", f"LeaseEscrow_LeaseNotOpen({lease_id})")
+            if not le.liveness_deadline:
+                raise TxRace("resolve", f"LeaseEscrow_NoChallenge({lease_id})")
+            if c.now_s < le.liveness_deadline:
+                raise TxRace("resolve", f"LeaseEscrow_LivenessWindowOpen({lease_id}, {le.liveness_deadline})")
+            return self._close(lease_id)
+        return self.chain.mine(key, "resolveLiveness", run)
+
+    async def report_equivocation(self, key: str, a: Any, sig_a: bytes, b: Any, sig_b: bytes) -> TxResult:
+        def run() -> list[ChainEvent]:
+            c = self.chain
+            entry = c.leases[a.lease_id]
+            if entry.lease.status == 3:
+                raise TxRace("reportEquivocation", f"LeaseEscrow_LeaseFinalized({a.lease_id})")
+            if a.lease_id != b.lease_id or a.seq != b.seq or (a, sig_a) == (b, sig_b):
+                raise TxFailed("reportEquivocation", f"LeaseEscrow_NotEquivocation({a.lease_id})")
+            if entry.lease.collateral == 0:
+                raise TxRace("reportEquivocation", f"LeaseEscrow_NothingToSlash({a.lease_id})")
+            events = self._close(a.lease_id) if entry.lease.status == 1 else []
+            slash = entry.lease.collateral
+            entry.lease = replace(entry.lease, collateral=0)
+            c.slashed_to[entry.lease.consumer] += slash // 2
+            c.slashed_to[self.wallet_address] += slash // 4  # the finder
+            c.slashed_to["treasury"] += slash - slash // 2 - slash // 4
+            return [*events, c.event("EquivocationReported", leaseId=a.lease_id, finder=self.wallet_address,
+                                     seq=a.seq, slashed=slash)]
+        return self.chain.mine(key, "reportEquivocation", run)
 
     async def finalize(self, key: str, lease_id: int) -> TxResult:
         def run() -> list[ChainEvent]:
@@ -246,8 +400,10 @@ class FakeWallet:
                 raise TxRace("finalize", "LeaseEscrow_LeaseFinalized")
             if c.now_s < le.closed_at + c.settlement_window:
                 raise TxRace("finalize", "LeaseEscrow_SettlementWindowOpen")
+            if lease_id in c.claims:
+                raise TxRace("finalize", f"LeaseEscrow_ClaimPending({lease_id})")
             entry.lease = replace(le, status=3)
-            c.earnings_of[le.provider] = c.earnings_of.get(le.provider, 0) + le.paid - entry.fees
+            c.earnings_of[le.provider] = c.earnings_of.get(le.provider, 0) + le.paid - entry.fees - entry.credited
             return [c.event("LeaseFinalized", leaseId=lease_id, refund=le.deposit - le.paid)]
         return self.chain.mine(key, "finalizeLease", run)
 

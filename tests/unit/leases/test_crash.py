@@ -117,7 +117,8 @@ async def test_the_scenario_runs_a_whole_lease(tmp_path):
     runs = world.runs
     assert world.dones["consumer"] > 5 and world.dones["provider"] > 3
     assert [key for _, key in out["chain"]] == [
-        "close:1", "finalize:1:0", "open:0f0f0f0f0f0f0f0f", "settle:1:1", "settle:1:2", "withdraw:1"]
+        "close:1", "finalize:1:0", "open:0f0f0f0f0f0f0f0f", "settle:1:1", "settle:1:2",
+        f"withdraw:1:{out['on_chain'].paid - world.chain.leases[1].fees}"]
     assert out["consumer"]["status"] == out["provider_status"] == "FINALIZED"
     assert out["earnings"] == {out["on_chain"].provider: 0}
     assert runs["consumer"] > 15 and runs["provider"] > 5

@@ -341,7 +341,7 @@ def test_topup_action_and_chain_event():
 
 
 def test_timer_suggests_top_up_once_then_closes_when_exhausted():
-    state = make_open(LeaseConfig(topup_warning_ms=120_000, provider_silence_ms=10**9))
+    state = make_open(LeaseConfig(topup_warning_ms=120_000, provider_silence_ms=10**9, challenge_after_ms=10**9))
     state, events = transition(state, TimerTick((START + 470) * 1000))
     assert events == []
     state, events = transition(state, TimerTick((START + 480) * 1000))
