@@ -48,6 +48,7 @@ class Anvil:
     port: int = 0
     block_time: float | None = None
     chain_id: int = 31337
+    state: Path | None = None  # --state: loaded at start if it exists, written at stop (SIGTERM)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -61,6 +62,8 @@ class Anvil:
                 "--silent"]
         if self.block_time:
             args += ["--block-time", str(self.block_time)]
+        if self.state is not None:
+            args += ["--state", str(self.state)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         start_new_session=True, env={**os.environ})
         deadline = time.monotonic() + timeout
@@ -83,6 +86,12 @@ class Anvil:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.process = None
+
+    def restart(self, timeout: float = 20.0) -> Anvil:
+        """Stop (writing ``state`` if set) and start again on the same port, from that state. Transactions that
+        were only in the pool are gone, as after a real node's restart."""
+        self.stop()
+        return self.start(timeout)
 
     def __enter__(self) -> Anvil:
         return self if self.process is not None else self.start()

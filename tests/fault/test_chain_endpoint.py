@@ -15,37 +15,12 @@ from node.service import Node
 from tests.integration.conftest import CONSUMER, PRICE, PROVIDER
 
 from .chainproxy import ChainProxy
+from .checks import escrow_events, mined_intents, unresolved, wallet_nonce
 from .conftest import Devnet, NodeMaker, get_json, get_text, size, until
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 OUTAGE_S = size(5.0, 25.0)
-
-
-async def _nonce(devnet: Devnet, address: str) -> int:
-    c = await devnet.client()
-    try:
-        return int(await c.w3.eth.get_transaction_count(address, "latest"))
-    finally:
-        await c.close()
-
-
-def _intents(node: Node) -> dict[str, int]:
-    rows = node.db.query("SELECT status, count(*) AS n FROM tx_intents WHERE sender = ? GROUP BY status",
-                         (node.address,))
-    return {r["status"]: r["n"] for r in rows}
-
-
-async def _settled_seqs(devnet: Devnet, lease_id: int) -> list[int]:
-    c = await devnet.client()
-    try:
-        logs = await c.w3.eth.get_logs({"fromBlock": devnet.deployment.deploy_block, "toBlock": "latest",
-                                        "address": devnet.deployment.escrow})
-        events = [c.events.decode(dict(r)) for r in logs]
-        return [e.args["seq"] for e in events
-                if e is not None and e.name == "LeaseSettled" and e.args.get("leaseId") == lease_id]
-    finally:
-        await c.close()
 
 
 async def test_lease_settles_through_a_throttled_capped_flaky_endpoint_and_an_outage(devnet: Devnet,
@@ -54,7 +29,7 @@ async def test_lease_settles_through_a_throttled_capped_flaky_endpoint_and_an_ou
                              latency=0.01, drop=size(0.03, 0.06)).start()
     try:
         wallets = {who: Account.from_key(devnet_key(who)).address for who in (PROVIDER, CONSUMER)}
-        nonces_before = {who: await _nonce(devnet, a) for who, a in wallets.items()}
+        nonces_before = {who: await wallet_nonce(devnet, a) for who, a in wallets.items()}
         provider = await make_node("provider", rpc_url=proxy.url, account=PROVIDER, provider=True)
         consumer = await make_node("consumer", rpc_url=proxy.url, account=CONSUMER,
                                    bootstrap=(provider.p2p.listen_addrs[0],))
@@ -95,18 +70,16 @@ async def test_lease_settles_through_a_throttled_capped_flaky_endpoint_and_an_ou
         await until(lambda: provider.lease(lid)["status"] == "FINALIZED", 60, "the provider to see finalization")
         proxy.calm()
 
-        seqs = await _settled_seqs(devnet, lid)
+        seqs = [e["seq"] for e in await escrow_events(devnet, "LeaseSettled", lid)]
         assert seqs and len(seqs) == len(set(seqs)), f"a checkpoint settled twice: {seqs}"
         v = consumer.lease(lid)
         assert v["rejected_checkpoints"] == 0
         # No transaction lost or duplicated: every intent is resolved, and each wallet's nonce moved by exactly
         # the number of its intents that reached a block.
         for who, node in ((PROVIDER, provider), (CONSUMER, consumer)):
-            await until(lambda node=node: not {"sent", "created"} & set(_intents(node)), 60,
-                        f"node {who}'s transactions to resolve")
-            counts = _intents(node)
-            on_chain = await _nonce(devnet, wallets[who]) - nonces_before[who]
-            assert on_chain == counts.get("mined", 0) + counts.get("reverted", 0), (who, counts, on_chain)
+            await until(lambda node=node: not unresolved(node), 60, f"node {who}'s transactions to resolve")
+            on_chain = await wallet_nonce(devnet, wallets[who]) - nonces_before[who]
+            assert on_chain == mined_intents(node), (who, on_chain, mined_intents(node))
 
         health = consumer.chain.health
         assert health.outages >= 1 and health.retries > 0 and health.log_splits > 0, (health, proxy.stats)
