@@ -494,6 +494,9 @@ class ContainerExecutor:
         image = job.image or self.settings.default_image
         if image is None:
             raise InvalidJob("the job names no image and the provider has no default image")
+        # Fully qualified, so the runtime cannot resolve a short name through its own search list to an image
+        # other than the one the allow-list judged.
+        image = normalise_reference(image)
         resources = resolve_resources(job.resources, self.settings.defaults, self.settings.caps)
         handle = ContainerJob(self, lease_id, job, image, resources, tuple(devices),
                               OutputSink(job.max_output_bytes, on_output, self.settings.callback_timeout_s))
