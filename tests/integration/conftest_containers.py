@@ -135,8 +135,9 @@ def private_podman() -> Iterator[PodmanService]:
     cmd = podman_command(base)
     sock = base / "podman.sock"
     log_file = open(base / "service.log", "wb")  # noqa: SIM115 - closed below
+    # cwd: conmon (Podman 4) drops an "oom" marker file in its working directory when a container hits OOM.
     proc = subprocess.Popen([*cmd, "system", "service", "--time=0", f"unix://{sock}"],
-                            stdout=log_file, stderr=subprocess.STDOUT)
+                            stdout=log_file, stderr=subprocess.STDOUT, cwd=base)
     try:
         try:
             wait_for_socket(sock, proc, 30)
