@@ -123,6 +123,8 @@ class FakeChain:
     disputed: dict[int, int] = field(default_factory=dict)  # lease -> highest disputed seq
     cooldown: dict[int, int] = field(default_factory=dict)  # lease -> no challenge before
     slashed_to: Counter[str] = field(default_factory=Counter)  # slash proceeds paid, by recipient
+    permit_nonces: Counter[str] = field(default_factory=Counter)  # the token's ERC-2612 nonces
+    escrow: str = "0x" + "ee" * 20
     earnings_of: dict[str, int] = field(default_factory=dict)
     executed: list[tuple[Any, ...]] = field(default_factory=list)
     logs: list[ChainEvent] = field(default_factory=list)  # every event mined, in order
@@ -184,7 +186,9 @@ class FakeWallet:
         return True
 
     async def sign_permit(self, owner_key: bytes, spender: str, value: int, deadline: int) -> tuple[int, bytes, bytes]:
-        return 27, b"\x00" * 32, b"\x00" * 32
+        nonce = self.chain.permit_nonces[self.wallet_address]  # the token's next permit nonce of this wallet
+        await asyncio.sleep(0)  # an RPC call: other tasks run meanwhile
+        return 27, nonce.to_bytes(32, "big"), b"\x00" * 32
 
     async def ensure_allowance(self, key: str, spender: str, amount: int) -> TxResult | None:
         return None
@@ -195,7 +199,14 @@ class FakeWallet:
 
     async def open_lease_with_permit(self, key: str, offer: Any, signature: bytes, gpus: int, deposit: int,
                                      deadline: int, v: int, r: bytes, s: bytes) -> TxResult:
-        return self.chain.mine(key, "openLease", lambda: self._open(offer, gpus, deposit))
+        def run() -> list[ChainEvent]:
+            nonce = self.chain.permit_nonces[self.wallet_address]
+            if int.from_bytes(r, "big") != nonce:  # the permit's nonce was spent: no allowance, the pull fails
+                raise TxFailed("openLeaseWithPermit", f"ERC20InsufficientAllowance({self.chain.escrow}, 0, {deposit})")
+            self.chain.permit_nonces[self.wallet_address] += 1
+            return self._open(offer, gpus, deposit)
+        await asyncio.sleep(0)  # sent: others may be mined first
+        return self.chain.mine(key, "openLease", run)
 
     def _open(self, offer: FakeOffer, gpus: int, deposit: int) -> list[ChainEvent]:
         c = self.chain
