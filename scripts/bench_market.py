@@ -5,12 +5,13 @@ Loads ``--offers`` live offers over 8 GPU models and 6 regions, ``--leases`` lea
 most closed) spread over a week, then times ``--queries`` mixed queries (all models; one model; one model in one
 region; one key's summary) with the 1 h / 24 h / 7 d windows, and the cost of one offer change at that size.
 
-Usage: .venv/bin/python scripts/bench_market.py [--offers 100000] [--leases 20000] [--queries 5000]
+Usage: .venv/bin/python scripts/bench_market.py [--offers 100000] [--leases 20000] [--queries 5000] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--leases", type=int, default=20_000)
     ap.add_argument("--queries", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     rng = random.Random(args.seed)
 
@@ -123,6 +125,13 @@ def main() -> None:
     print(f"query (all kinds)   p50 {pct(every, 50):.3f} ms  p99 {pct(every, 99):.3f} ms  max {every[-1] * 1e3:.3f} ms")
     print(f"offer change (gone + live) p50 {pct(churn, 50):.3f} ms  p99 {pct(churn, 99):.3f} ms "
           f"mean {statistics.fmean(churn) * 1e3:.3f} ms")
+    if args.json:
+        res = {"offers": args.offers, "leases": args.leases, "queries": args.queries, "load_s": load_s,
+               "logs_s": logs_s,
+               "query": {k: {"p50_ms": pct(xs, 50), "p99_ms": pct(xs, 99), "n": len(xs)} for k, xs in lat.items()},
+               "query_all": {"p50_ms": pct(every, 50), "p99_ms": pct(every, 99), "max_ms": every[-1] * 1e3},
+               "offer_change": {"p50_ms": pct(churn, 50), "p99_ms": pct(churn, 99)}}
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,17 @@
 (b) offer book query latency with 100,000 live offers: p50/p99 over a few thousand mixed queries, and the cost of
     one mutation (insert + republishing the snapshot) at that size.
 
-Usage: .venv/bin/python scripts/bench_offers.py [--offers 5000] [--rounds 5] [--book 100000] [--queries 5000]
+(c) the reference, in the same run: coincurve's public-key recovery alone, on as many signatures.
+
+Usage: .venv/bin/python scripts/bench_offers.py [--offers 5000] [--rounds 5] [--book 100000 | --books 1000,10000]
+       [--queries 5000] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import random
 import statistics
@@ -105,7 +109,32 @@ def gen_messages(n: int, rng: random.Random) -> list[bytes]:
     return out
 
 
-def bench_validation(msgs: list[bytes], rounds: int) -> None:
+def bench_raw_recover(n: int, rounds: int, rng: random.Random) -> dict[str, float]:
+    """The reference: coincurve's secp256k1 public-key recovery alone (and with the keccak of the key that gives
+    the signer's address), over ``n`` distinct signatures of 32-byte digests."""
+    from coincurve import PublicKey
+
+    sigs = []
+    for _ in range(n):
+        digest = rng.randbytes(32)
+        sigs.append((PrivateKey(rng.randbytes(32)).sign_recoverable(digest, hasher=None), digest))
+    recover, with_addr = [], []
+    for _ in range(rounds):
+        c0 = time.thread_time()
+        for sig, digest in sigs:
+            PublicKey.from_signature_and_message(sig, digest, hasher=None)
+        recover.append(n / (time.thread_time() - c0))
+        c0 = time.thread_time()
+        for sig, digest in sigs:
+            O.keccak256(PublicKey.from_signature_and_message(sig, digest, hasher=None).format(False)[1:])
+        with_addr.append(n / (time.thread_time() - c0))
+    print(f"    raw coincurve recover: median {statistics.median(recover):8.0f} /s; with keccak address "
+          f"{statistics.median(with_addr):8.0f} /s (CPU)")
+    return {"recover_per_cpu_s": statistics.median(recover), "recover_per_cpu_s_all": recover,
+            "recover_address_per_cpu_s": statistics.median(with_addr)}
+
+
+def bench_validation(msgs: list[bytes], rounds: int) -> dict[str, object]:
     chain = Chain()
     rates, cpu_rates = [], []
     for _ in range(rounds):
@@ -143,6 +172,9 @@ def bench_validation(msgs: list[bytes], rounds: int) -> None:
     )
     print(f"    validate + insert  : {with_insert:8.0f} /s")
     print(f"    duplicate re-gossip: {dup_rate:8.0f} /s")
+    return {"offers": len(msgs), "rounds": rounds, "validate_per_s": statistics.median(rates),
+            "validate_per_s_all": rates, "validate_per_cpu_s": statistics.median(cpu_rates),
+            "validate_per_cpu_s_all": cpu_rates, "validate_insert_per_s": with_insert, "duplicate_per_s": dup_rate}
 
 
 def build_book(n: int, rng: random.Random) -> OfferBook:
@@ -228,7 +260,7 @@ def percentile(sorted_vals: list[float], p: float) -> float:
     return sorted_vals[min(len(sorted_vals) - 1, int(p / 100 * len(sorted_vals)))]
 
 
-def bench_queries(book: OfferBook, n: int, rng: random.Random) -> None:
+def bench_queries(book: OfferBook, n: int, rng: random.Random) -> dict[str, object]:
     # Worst case: a query no bucket bound can prune and nothing matches, so every live row is scanned
     # (here: all offers expired by the query's ``now`` but not evicted yet).
     worst = []
@@ -237,6 +269,7 @@ def bench_queries(book: OfferBook, n: int, rng: random.Random) -> None:
         assert book.query(OfferQuery(limit=100), now=NOW + 10**6) == []
         worst.append(time.perf_counter() - t0)
     print(f"    full scan of {len(book)} rows (no-match worst case): {min(worst) * 1e3:.1f} ms")
+    out: dict[str, object] = {"book": len(book), "full_scan_ms": min(worst) * 1e3}
     for label, make in (("mixed", random_query), ("hard (few/no matches)", hard_query)):
         lat, cpu, hits = [], [], 0
         count = n if label == "mixed" else max(200, n // 10)
@@ -259,6 +292,11 @@ def bench_queries(book: OfferBook, n: int, rng: random.Random) -> None:
             f"    {'':22s} CPU time: p50 {percentile(cpu, 50) * 1e3:.3f} ms  "
             f"p99 {percentile(cpu, 99) * 1e3:.3f} ms  max {cpu[-1] * 1e3:.3f} ms"
         )
+        out[label.split()[0]] = {"queries": count, "p50_ms": percentile(lat, 50) * 1e3,
+                                 "p90_ms": percentile(lat, 90) * 1e3, "p99_ms": percentile(lat, 99) * 1e3,
+                                 "max_ms": lat[-1] * 1e3, "cpu_p50_ms": percentile(cpu, 50) * 1e3,
+                                 "cpu_p99_ms": percentile(cpu, 99) * 1e3, "mean_results": hits / count}
+    return out
 
 
 def main() -> None:
@@ -266,16 +304,25 @@ def main() -> None:
     ap.add_argument("--offers", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--book", type=int, default=100_000)
+    ap.add_argument("--books", type=lambda v: [int(x) for x in v.split(",")],
+                    help="query latency at each of these book sizes (comma-separated; overrides --book)")
     ap.add_argument("--queries", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
-    print(f"python {sys.version.split()[0]}, {pin_one_core()}, keccak: {O.keccak256.__name__}")
+    pinned = pin_one_core()
+    print(f"python {sys.version.split()[0]}, {pinned}, keccak: {O.keccak256.__name__}")
     rng = random.Random(args.seed)
     msgs = gen_messages(args.offers, rng)
-    bench_validation(msgs, args.rounds)
-    book = build_book(args.book, rng)
-    gc.collect()  # start from steady state: the build leaves a full collection pending
-    bench_queries(book, args.queries, rng)
+    res: dict[str, object] = {"pinned": pinned, "validation": bench_validation(msgs, args.rounds),
+                              "raw_coincurve": bench_raw_recover(args.offers, args.rounds, rng), "books": []}
+    for size in args.books or [args.book]:
+        book = build_book(size, rng)
+        gc.collect()  # start from steady state: the build leaves a full collection pending
+        res["books"].append(bench_queries(book, args.queries, rng))  # type: ignore[attr-defined]
+        del book
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

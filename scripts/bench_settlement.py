@@ -14,7 +14,9 @@ receipt awaited):
 2. settlements per second: ``--tput-settlements`` settlements as ``settleBatch`` calls of ``--tput-batch``
    entries, and as single ``settle`` calls, each sent back to back (one transaction in flight, as the consumer
    node's settlement loop does) and pipelined (up to ``--pipeline`` transactions in flight);
-3. RPC calls per settlement: ``TxSender.rpc_calls`` and every HTTP request the client made.
+3. RPC calls per settlement: ``TxSender.rpc_calls`` and every HTTP request the client made;
+4. receipt gas of the other paths (openLease, closeLease, finalizeLease, claim, finalizeClaim, challengeLiveness,
+   resolveLiveness and reportEquivocation, both slashing) next to a DevToken ``transfer`` (an ERC-20 transfer).
 
 Checkpoints are signed before the clock starts (the provider signs them; the consumer only relays). The last line
 of stdout is the JSON of all figures.
@@ -141,9 +143,12 @@ class Bench:
         opened_topic = bytes.fromhex(self.cchain.events.topic("LeaseOpened")[2:])
         sem = asyncio.Semaphore(8)
 
+        self.open_gas: list[int] = []
+
         async def open_one(i: int) -> int:
             async with sem:
                 r = await self.cescrow.open_lease(f"open-{i}", signed.offer, signed.signature, 1, deposit)
+            self.open_gas.append(r.gas_used)
             for log in r.logs:
                 topics = [bytes(t) for t in log["topics"]]
                 if topics and topics[0] == opened_topic:
@@ -259,6 +264,44 @@ class Bench:
         }
 
 
+    # ---------------------------------------------------------------------------------------------- 4. lifecycle
+    async def lifecycle(self) -> dict[str, Any]:
+        """Receipt gas of every other escrow path, next to an ERC-20 transfer of the same token on the same chain.
+        Uses the last four leases (already settled by the throughput runs); moves chain time past each window."""
+        a, b, c, d = self.lease_ids[-4:]
+        pescrow = Escrow(self.pchain)
+        w3 = self.cchain.w3
+
+        async def advance(seconds: int) -> None:
+            await w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+            await w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+        await Token(self.cchain).mint("mint-for-transfers", self.consumer, 10**18)
+        transfers = [(await self.cchain.transact(f"transfer-{i}", self.cchain.c.token, "transfer", self.provider,
+                                                 10**15)).gas_used for i in range(3)]
+        out: dict[str, Any] = {
+            "erc20_transfer": statistics.median(transfers),  # the first fills the recipient's zero balance
+            "erc20_transfer_to_empty": transfers[0],
+            "openLease": statistics.median(self.open_gas),
+            "openLease_first": max(self.open_gas),
+        }
+        out["closeLease"] = (await self.cescrow.close(f"close-{a}", a)).gas_used
+        cp = self.next_cp(b)
+        out["claim"] = (await pescrow.claim(f"claim-{b}", cp.checkpoint, cp.signature)).gas_used
+        out["challengeLiveness"] = (await self.cescrow.challenge_liveness(f"challenge-{c}", c)).gas_used
+        first, second = self.next_cp(d), None
+        cp_b = Checkpoint(d, first.checkpoint.seq, first.checkpoint.cumulative_gpu_seconds + 1,
+                          b"\x07" * 32, first.checkpoint.timestamp)
+        second = sign_checkpoint(cp_b, self.pk, self.domain)
+        out["reportEquivocation (slash)"] = (await self.cescrow.report_equivocation(
+            f"equivocation-{d}", first.checkpoint, first.signature, second.checkpoint, second.signature)).gas_used
+        await advance(31)  # past the settlement, dispute and liveness windows (30 s each in DeployParams())
+        out["finalizeLease"] = (await self.cescrow.finalize(f"finalize-{a}", a)).gas_used
+        out["finalizeClaim"] = (await self.cescrow.finalize_claim(f"finalize-claim-{b}", b)).gas_used
+        out["resolveLiveness (slash)"] = (await self.cescrow.resolve_liveness(f"resolve-{c}", c)).gas_used
+        return out
+
+
 def print_report(res: dict[str, Any]) -> None:
     g = res["gas"]
     print(f"\nanvil automine, {res['leases']} leases (1 GPU each, one offer) opened in {res['open_s']:.1f}s; "
@@ -285,6 +328,9 @@ def print_report(res: dict[str, Any]) -> None:
               f"{t['client_cpu_s']:>8.2f}/{t['anvil_cpu_s']:<7.2f}")
         rpcs = ", ".join(f"{k} {v['calls']}x {v['ms_each']:.1f}ms" for k, v in t["rpc_methods"].items())
         print(f"{'':16}rpc latency: {rpcs}")
+    print("\nGas of the other paths (receipt gasUsed), next to an ERC-20 transfer on the same chain")
+    for name, g in res["lifecycle_gas"].items():
+        print(f"{name:<30}{g:>12,.0f}")
     best = max((t for t in res["throughput"] if t["mode"] == "batch" and t["in_flight"] == 1),
                key=lambda t: t["settlements_per_s"], default=None)
     if best:
@@ -309,6 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if depth > 1:
             runs += [("batch", depth), ("single", depth)]
         res["throughput"] = [await b.throughput(mode, p) for mode, p in runs]
+        res["lifecycle_gas"] = await b.lifecycle()
         await b.pchain.close()
         await b.cchain.close()
     return res
