@@ -98,7 +98,15 @@ def decode_page(body: bytes, max_offers: int = MAX_PAGE_OFFERS) -> SyncPage:
 
 
 class OfferPager:
-    """Serves pages from ``live_offers()``, sorted by hash; the sorted snapshot is reused for ``cache_s``."""
+    """Serves pages from ``live_offers()``, sorted by hash.
+
+    The first page of a sync (no cursor) always reflects the offers live now: ``live_offers()`` is read and the
+    sorted snapshot is rebuilt unless it holds the same blobs. The following pages reuse the snapshot for up to
+    ``cache_s``, so a many-page sync does not hash and sort the book once per page (the cursor keeps a change
+    between pages from making the requester skip an offer). Serving a first page from a snapshot up to
+    ``cache_s`` old, as this once did, handed a late joiner the book of the previous sync: an offer superseded
+    since, or none at all.
+    """
 
     def __init__(
         self,
@@ -114,18 +122,23 @@ class OfferPager:
         self._cache_s = cache_s
         self._clock = clock
         self._snapshot: tuple[list[bytes], list[bytes]] | None = None
+        self._source: list[bytes] = []
         self._snapshot_at = 0.0
 
-    def _sorted(self) -> tuple[list[bytes], list[bytes]]:
+    def _sorted(self, first_page: bool) -> tuple[list[bytes], list[bytes]]:
         now = self._clock()
-        if self._snapshot is None or now - self._snapshot_at > self._cache_s:
-            pairs = sorted((hashlib.sha256(b).digest(), bytes(b)) for b in self._live_offers())
-            self._snapshot = ([h for h, _ in pairs], [b for _, b in pairs])
+        if first_page or self._snapshot is None or now - self._snapshot_at > self._cache_s:
+            live = self._live_offers()
+            if self._snapshot is None or live != self._source:
+                pairs = sorted((hashlib.sha256(b).digest(), bytes(b)) for b in live)
+                self._snapshot = ([h for h, _ in pairs], [b for _, b in pairs])
+                self._source = live
             self._snapshot_at = now
+        assert self._snapshot is not None
         return self._snapshot
 
     def page(self, req: SyncRequest) -> SyncPage:
-        hashes, blobs = self._sorted()
+        hashes, blobs = self._sorted(first_page=not req.cursor)
         start = bisect.bisect_right(hashes, req.cursor) if req.cursor else 0
         limit = min(req.limit, self._page_offers)
         budget = self._page_bytes - 64  # header and varints

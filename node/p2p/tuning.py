@@ -6,9 +6,9 @@ mesh, and a profile put most of it in four behaviours of py-libp2p 0.8.1 that th
 1. ``GossipSub.publish`` sends an IDONTWANT control RPC to every v1.2 mesh peer for every message
    (``_emit_idontwant_for_message``). js-libp2p sends none below 512 bytes of data (``idontwantMinDataSize``), and
    below that size the control RPC costs more than the duplicate it saves. ``TunedGossipSub`` skips it there.
-2. ``YamuxStream._auto_tune_and_send_window_update`` sends a WINDOW_UPDATE frame after every read
-   (``PY_YAMUX_RELEASE_ON_READ`` defaults to on, and a partial-slack branch fires on the other reads), and
-   pubsub reads the varint length prefix one byte per call: one RPC cost three encrypted frames back.
+2. ``YamuxStream._auto_tune_and_send_window_update`` sends a WINDOW_UPDATE frame after nearly every read
+   (``PY_YAMUX_RELEASE_ON_READ`` defaults to on, and a partial-slack branch fires on the other reads), and pubsub
+   reads the varint length prefix one byte per call: one RPC cost three encrypted frames back.
    ``TunedYamuxStream`` credits the window when half of it is consumed (go-yamux's ``GrowTo`` hysteresis) and
    serves a read from the stream's buffer without the connection lock and per-read debug formatting of
    ``Yamux.read_stream``.
@@ -17,12 +17,18 @@ mesh, and a profile put most of it in four behaviours of py-libp2p 0.8.1 that th
    record signature on every RPC received (twice for an RPC with control messages). Here our record is reused
    for ``RECORD_REFRESH_S`` and a peer's record bytes, once verified and stored, are not verified again for
    ``RECORD_REVERIFY_S`` while they stay the same bytes.
+4. ``Pubsub.continuously_read_stream`` reads each RPC with ``read_varint_prefixed_bytes_limited``: a
+   ``NetStream.read`` (and its state lock) per byte of the length prefix, then one for the body. When the whole
+   RPC is already buffered on a tuned stream it is taken in one call.
 
-Scope: (1) is a subclass that ``host.py`` uses; for (2) ``tune_host`` re-classes the host's muxer negotiator,
+Left as they are: the per-frame debug f-strings of ``Yamux.handle_incoming`` (a ~350-line loop; overriding it
+would copy it) and the two reads per Noise frame.
+
+Scope: (1) is a subclass that ``host.py`` uses; for (2) and (4) ``tune_host`` re-classes the host's muxer negotiator,
 whose connections and streams then re-class themselves (none of these adds state); the two record functions are
-module-level names inside ``libp2p.pubsub.pubsub`` and ``libp2p.pubsub.gossipsub``, so ``install`` rebinds those
-two names there to wrappers that take the cached path only for hosts passed to ``tune_host`` and call the
-library's function otherwise.
+module-level names inside ``libp2p.pubsub.pubsub`` and ``libp2p.pubsub.gossipsub``, as is the reader of (4) in
+the first, so ``install`` rebinds those names there to wrappers that take the new path only for hosts passed to
+``tune_host`` (for the reader: streams of ``TunedYamux``) and call the library's function otherwise.
 ``GPUNET_P2P_TUNING=0`` in the environment turns all of it off (the benchmark's "before" figures).
 tests/unit/test_p2p_tuning.py pins each replaced upstream behaviour by source hash, so an upgrade that changes
 one fails there first.
@@ -39,6 +45,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, IMuxedStream, ISecureConn
+from libp2p.network.stream.net_stream import StreamState
 from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub as _gossipsub_module
 from libp2p.pubsub import pubsub as _pubsub_module
@@ -52,6 +59,7 @@ IDONTWANT_MIN_DATA_BYTES = 512
 RECORD_REFRESH_S = 10.0
 RECORD_REVERIFY_S = 60.0
 _MAX_CACHED_PEERS = 4096
+_MAX_VARINT_BYTES = 10
 
 
 def enabled() -> bool:
@@ -129,6 +137,49 @@ class TunedYamuxStream(YamuxStream):
         await trio.lowlevel.checkpoint()
         await self._auto_tune_and_send_window_update(bytes_read=len(data))
         return data
+
+
+    async def wait_for_data(self) -> bool:
+        """While the stream is open with an empty buffer, wait as ``Yamux.read_stream`` does (the connection sets the
+        stream's event on data, FIN, RST and shutdown). False when there is nothing to wait for."""
+        conn = self.conn
+        if self.closed or self.reset_received or self.recv_closed or conn.event_shutting_down.is_set():
+            return False
+        if conn.stream_buffers.get(self.stream_id):
+            return False  # a partial message: the library's reader assembles it
+        event = conn.stream_events.get(self.stream_id)
+        if event is None:
+            return False
+        await event.wait()
+        if conn.stream_events.get(self.stream_id) is event:
+            conn.stream_events[self.stream_id] = trio.Event()
+        return True
+
+    def take_prefixed(self, max_length: int) -> tuple[bytes, int] | None:
+        """One varint-length-prefixed message, if the buffer holds all of it: (body, bytes consumed); else None.
+
+        None also when the stream is not open or the prefix is malformed or over ``max_length``: the caller then
+        reads through the library, which raises the library's errors for those cases."""
+        if self.closed or self.reset_received or self.conn.event_shutting_down.is_set():
+            return None
+        buffer = self.conn.stream_buffers.get(self.stream_id)
+        if not buffer:
+            return None
+        length = shift = 0
+        for pos in range(min(len(buffer), _MAX_VARINT_BYTES)):
+            byte = buffer[pos]
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        else:
+            return None
+        end = pos + 1 + length
+        if length > max_length or len(buffer) < end:
+            return None
+        body = bytes(buffer[pos + 1:end])
+        del buffer[:end]
+        return body, end
 
 
 class TunedMuxerMultistream(MuxerMultistream):
@@ -232,17 +283,41 @@ def _maybe_consume_signed_record(msg: Any, host: IHost, peer_id: ID) -> bool:
     return ok
 
 
-_PATCHED_MODULES = (_pubsub_module, _gossipsub_module)
-_REPLACEMENTS: dict[str, Callable[..., Any]] = {
-    "env_to_send_in_RPC": _env_to_send_in_rpc,
-    "maybe_consume_signed_record": _maybe_consume_signed_record,
+# ---- 4. pubsub reads an RPC in one call ----------------------------------------------------------------------------
+
+
+async def _read_varint_prefixed_bytes_limited(reader: Any, max_length: int) -> bytes:
+    """py-libp2p 0.8.1 ``Pubsub.continuously_read_stream`` reads each RPC with ``read_varint_prefixed_bytes_limited``:
+    one ``NetStream.read(1)`` per byte of the length prefix, then the body, each read taking the stream's state
+    lock. On an open stream of ``TunedYamuxStream`` whose buffer holds the whole RPC, this takes it in one call
+    (same bytes, same window accounting); anything else goes through the library's function."""
+    muxed = getattr(reader, "muxed_stream", None)
+    if type(muxed) is TunedYamuxStream:
+        while getattr(reader, "_state", None) in _READABLE:
+            taken = muxed.take_prefixed(max_length)
+            if taken is not None:
+                await trio.lowlevel.checkpoint()
+                await muxed._auto_tune_and_send_window_update(bytes_read=taken[1])
+                return taken[0]
+            if not await muxed.wait_for_data():
+                break
+    return await _upstream["read_varint_prefixed_bytes_limited"](reader, max_length)
+
+
+_READABLE = (StreamState.OPEN, StreamState.CLOSE_WRITE)
+
+_PATCHED: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+    "env_to_send_in_RPC": (_env_to_send_in_rpc, (_pubsub_module, _gossipsub_module)),
+    "maybe_consume_signed_record": (_maybe_consume_signed_record, (_pubsub_module, _gossipsub_module)),
+    "read_varint_prefixed_bytes_limited": (_read_varint_prefixed_bytes_limited, (_pubsub_module,)),
 }
+_REPLACEMENTS = {name: replacement for name, (replacement, _modules) in _PATCHED.items()}
 
 
 def install() -> None:
-    """Rebind the two record functions in pubsub and gossipsub to the scoped wrappers (idempotent)."""
-    for name, replacement in _REPLACEMENTS.items():
-        for module in _PATCHED_MODULES:
+    """Rebind the patched names in pubsub and gossipsub to the scoped wrappers (idempotent)."""
+    for name, (replacement, modules) in _PATCHED.items():
+        for module in modules:
             current = getattr(module, name)
             if current is replacement:
                 continue

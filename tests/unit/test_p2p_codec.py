@@ -102,6 +102,44 @@ def test_pager_cursor_survives_removals() -> None:
     assert list(second.blobs) == by_hash[4:8]
 
 
+def test_pager_new_sync_sees_the_offers_live_now() -> None:
+    # A sync that starts right after another (within the snapshot's cache time) must not be served the book of
+    # the earlier one: a late joiner would get an offer superseded since, or none at all.
+    live: list[bytes] = []
+    pager = OfferPager(lambda: list(live), page_offers=4, page_bytes=4096, cache_s=60.0, clock=lambda: 0.0)
+    assert pager.page(SyncRequest(b"", 4)).blobs == ()
+    live.append(b"old offer")
+    assert pager.page(SyncRequest(b"", 4)).blobs == (b"old offer",)
+    live[:] = [b"fresh offer"]
+    assert pager.page(SyncRequest(b"", 4)).blobs == (b"fresh offer",)
+
+
+def test_pager_reuses_its_snapshot_between_pages() -> None:
+    offers = [bytes([i]) * 10 for i in range(10)]
+    calls = []
+
+    def live() -> list[bytes]:
+        calls.append(1)
+        return list(offers)
+
+    def walk() -> list[bytes]:
+        seen: list[bytes] = []
+        cursor = b""
+        while True:
+            page = pager.page(SyncRequest(cursor, 4))
+            seen.extend(page.blobs)
+            if page.next_cursor is None:
+                return seen
+            cursor = page.next_cursor
+
+    pager = OfferPager(live, page_offers=4, page_bytes=4096, cache_s=60.0, clock=lambda: 0.0)
+    first = pager.page(SyncRequest(b"", 4))
+    offers.append(b"added between pages")
+    pager.page(SyncRequest(first.next_cursor, 4))
+    assert len(calls) == 1  # the second page came from the first page's snapshot
+    assert b"added between pages" in walk()  # the next sync sees it
+
+
 def test_key_created_0600_and_reloaded_same_id(tmp_path) -> None:
     path = tmp_path / "deep" / "dir" / "node.key"
     kp = load_or_create_node_key(path)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer import peerstore
 from libp2p.peer.peerstore import PeerStore
 from libp2p.pubsub import gossipsub as gossipsub_module
@@ -29,6 +30,7 @@ from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.utils import varint
 
 from node.p2p import GossipParams, P2PConfig, tuning
 from node.p2p.host import P2PHost
@@ -84,6 +86,17 @@ def test_upstream_signed_record_per_rpc_unchanged() -> None:
             assert name in inspect.getsource(module), f"{module.__name__} no longer calls {name}"
             upstream = getattr(peerstore, name, None) or getattr(pubsub_utils, name)
             assert getattr(module, name) in (upstream, tuning._REPLACEMENTS[name])
+
+
+def test_upstream_rpc_read_per_byte_unchanged() -> None:
+    # continuously_read_stream reads each RPC through the module-level name read_varint_prefixed_bytes_limited,
+    # which reads the prefix one NetStream.read(1) at a time; the fast path relies on NetStream._state and on the
+    # stream events that Yamux.read_stream waits on (pinned above).
+    assert source_hash(varint.read_varint_prefixed_bytes_limited) == "75623a1c5c4e2c39"
+    assert source_hash(NetStream.read) == "cc3b280850abe4b3"
+    assert "read_varint_prefixed_bytes_limited(" in inspect.getsource(Pubsub.continuously_read_stream)
+    assert pubsub_module.read_varint_prefixed_bytes_limited in (
+        varint.read_varint_prefixed_bytes_limited, tuning._REPLACEMENTS["read_varint_prefixed_bytes_limited"])
 
 
 def test_tuning_flag(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,6 +180,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     wrap(YamuxStream, "send_window_update", "window_update")
     wrap(pubsub_utils, "consume_envelope", "record_verify")
     wrap(PeerStore, "get_local_record", "own_record")
+    wrap(NetStream, "read", "stream_read")
     yield counts
 
 
@@ -206,6 +220,14 @@ def test_yamux_window_still_credited_for_bulk(tmp_path: Path, monkeypatch: pytes
     # 40 x 100 KiB = 4 MiB through one stream: the sender's 256 KiB window must be credited again and again.
     ours = traffic(tmp_path, monkeypatch, counted, True, [100 * 1024] * 40)
     assert 4 <= ours.counts["window_update"] < 40
+
+
+def test_rpc_read_in_one_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Counter[str]) -> None:
+    upstream = traffic(tmp_path, monkeypatch, counted, False, SMALL)
+    assert upstream.counts["stream_read"] >= 3 * len(SMALL), "py-libp2p no longer reads an RPC byte by byte"
+    ours = traffic(tmp_path, monkeypatch, counted, True, SMALL)
+    # what is left are the reads of stream set-up (multistream-select, identify), not of the messages
+    assert ours.counts["stream_read"] <= upstream.counts["stream_read"] - 3 * len(SMALL)
 
 
 def test_signed_records_verified_once_and_ours_built_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
