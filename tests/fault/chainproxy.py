@@ -39,6 +39,7 @@ from node.chain.anvil import free_port
 class ChainProxy:
     upstream: str
     port: int = 0
+    host: str = "127.0.0.1"
     max_log_range: int | None = None
     max_log_results: int | None = None
     rate: float | None = None
@@ -60,7 +61,7 @@ class ChainProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> ChainProxy:
@@ -71,7 +72,7 @@ class ChainProxy:
         return self
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
         self.dark = False
 
     async def go_dark(self) -> None:
