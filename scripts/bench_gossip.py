@@ -378,6 +378,25 @@ def summarise(runs: list[Scenario]) -> dict[str, Any]:
     return out
 
 
+def print_summary(summary: dict[str, Any], stacks: list[str], plan: list[tuple[int, int]]) -> None:
+    """Medians over the repeats, one line per figure, a column per stack."""
+    print("\nmedians [min-max] over repeats")
+    print("{:<28}".format("figure") + "".join(f"{s:>24}" for s in stacks))
+    rows = [("cpu ms/msg", "cpu_ms_per_message"), ("cpu ms/msg net of idle", "cpu_ms_per_message_net_idle"),
+            ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("missing", "missing")]
+    for n, procs in plan:
+        for label, key in rows + ([("sustained rate /s", "sustained_rate")] if (n, procs) == (10, 1) else []):
+            cells = []
+            for stack in stacks:
+                e = summary.get(f"{stack}/{n}/{procs}", {})
+                if key in e:
+                    lo, hi = e[key + "_range"]
+                    cells.append(f"{e[key]:.1f} [{lo:.0f}-{hi:.0f}]")
+                else:
+                    cells.append("-")
+            print(f"{f'N={n} x{procs}p ' + label:<28}" + "".join(f"{c:>24}" for c in cells))
+
+
 def goals(summary: dict[str, Any], nodes: list[int]) -> list[dict[str, Any]]:
     res: list[dict[str, Any]] = []
 
@@ -407,7 +426,9 @@ def main() -> None:
     p.add_argument("--multi", type=int, nargs=2, default=[50, 5], metavar=("N", "PROCS"),
                    help="also run N nodes over PROCS processes (0 0: skip)")
     p.add_argument("--messages", type=int, default=100, help="messages of the propagation phase")
-    p.add_argument("--prop-rate", type=float, default=10.0, help="publish rate of the propagation phase (/s)")
+    p.add_argument("--prop-rate", type=float, default=4.0,
+                   help="publish rate of the propagation phase (/s): low enough that neither stack queues, so the "
+                        "latencies are propagation, not backlog (the rate ladder measures throughput)")
     p.add_argument("--size", type=int, default=500)
     p.add_argument("--links", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
@@ -461,6 +482,7 @@ def main() -> None:
             print(f"worker log tail ({log_path}):", file=sys.stderr)
             print("".join(log_path.read_text().splitlines(True)[-30:]), file=sys.stderr)
     summary = summarise(runs)
+    print_summary(summary, stacks, plan)
     verdicts = goals(summary, args.nodes)
     for g in verdicts:
         print(f"{'MET ' if g['met'] else 'MISS'} {g['goal']}: {g['value']:.2f} (limit {g['limit']})")
