@@ -43,7 +43,8 @@ library LeaseStateLibrary {
     /// Closed (see the layout).
     uint8 internal constant TIME_OFFSET = 224;
     /// @dev The cooldown bit and the time field (bits 223-255), which the time setters write together.
-    uint256 internal constant TIME_AND_COOLDOWN_MASK = 0xFFFFFFFF80000000000000000000000000000000000000000000000000000000;
+    uint256 internal constant TIME_AND_COOLDOWN_MASK =
+        0xFFFFFFFF80000000000000000000000000000000000000000000000000000000;
 
     // #### CONSTRUCTOR ####
 

@@ -475,11 +475,7 @@ contract EscrowHandler is CommonBase, StdCheats, StdUtils {
         returns (ILeaseEscrow.UsageCheckpoint memory)
     {
         return ILeaseEscrow.UsageCheckpoint({
-            leaseId: id,
-            seq: seq,
-            cumulativeGpuSeconds: cum,
-            heartbeatHead: head,
-            timestamp: uint64(block.timestamp)
+            leaseId: id, seq: seq, cumulativeGpuSeconds: cum, heartbeatHead: head, timestamp: uint64(block.timestamp)
         });
     }
 

@@ -129,6 +129,8 @@ contract BlockedRecipientsTest is Base {
         uint256 stakeBefore = staking.stakeOf(provider);
         vm.prank(provider);
         escrow.closeLease(leaseId);
-        assertEq(stakeBefore - staking.stakeOf(provider), deposit * COLLATERAL_BPS / 10_000 * LIVENESS_SLASH_BPS / 10_000);
+        assertEq(
+            stakeBefore - staking.stakeOf(provider), deposit * COLLATERAL_BPS / 10_000 * LIVENESS_SLASH_BPS / 10_000
+        );
     }
 }

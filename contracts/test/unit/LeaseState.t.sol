@@ -49,9 +49,7 @@ contract LeaseStateTest is Test {
         assertEq(_word(zero.setStatus(ILeaseEscrow.LeaseStatus.Finalized)), uint256(3) << 216);
         assertEq(_word(zero.setClosedAt(type(uint32).max)), uint256(type(uint32).max) << 224);
         assertEq(_word(zero.setLivenessDeadline(type(uint32).max)), uint256(type(uint32).max) << 224);
-        assertEq(
-            _word(zero.setChallengeCooldownEnd(type(uint32).max)), (uint256(type(uint32).max) << 224) | (1 << 223)
-        );
+        assertEq(_word(zero.setChallengeCooldownEnd(type(uint32).max)), (uint256(type(uint32).max) << 224) | (1 << 223));
     }
 
     function testFuzz_Getters(bytes32 raw) public pure {

@@ -591,6 +591,7 @@ contract SilentPartiesTest is Base {
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseEscrow_LeaseNotFound.selector, 7));
         escrow.reportEquivocation(7, a, sigA, b, sigB);
     }
+
     /*////////////////////////////// fault rules //////////////////////////////*/
 
     /// @dev A disputed checkpoint cannot be claimed again: the consumer need not win every window forever.

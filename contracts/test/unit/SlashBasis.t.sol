@@ -72,6 +72,7 @@ contract SlashBasisTest is Base {
         escrow.reportEquivocation(leaseId, a, sigA, b, sigB);
         assertEq(stakeBefore - staking.stakeOf(provider), _collateralOf(deposit), "slash");
     }
+
     /// @dev A top-up made before the challenge was at stake when the deadline was missed: it counts.
     function test_ResolveLiveness_CountsTopUpBeforeChallenge() public {
         uint256 extra = PRICE * 8 * 3600;
