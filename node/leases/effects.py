@@ -135,7 +135,28 @@ class EffectRunner:
 
     async def _close(self, rec: LeaseRecord, ev: L.ContractSendClose, outbox_id: int) -> None:
         lid = ev.lease_id
-        await self._send(outbox_id, "close", lid, lambda: self.escrow.close(f"close:{lid}", lid))
+        for attempt in range(30):  # a provider closes from ends_at: block time may lag the local clock
+            key = f"close:{lid}" if attempt == 0 else f"close:{lid}:{attempt}"
+            try:
+                result = await self.escrow.close(key, lid)
+            except TxFailed as exc:
+                if exc.error.startswith("LeaseEscrow_LeaseNotEnded"):
+                    await self.tasks.pause(1.0)
+                    continue
+                log.error("lease transaction failed", extra={"kind": "close", "error": exc.error})
+                self.done(outbox_id, exc.error)
+                return
+            except TxRace as exc:
+                log.info("lease transaction lost a race", extra={"kind": "close", "error": exc.error})
+                self.done(outbox_id, f"race: {exc.error}")
+                return
+            except ChainError as exc:
+                log.warning("lease transaction deferred", extra={"kind": "close", "error": str(exc)[:200]})
+                return
+            self.record_gas("close", lid, result)
+            self.done(outbox_id)
+            return
+        self.done(outbox_id, "gave up closing: the lease has not ended on-chain")
 
     async def _withdraw(self, rec: LeaseRecord, ev: L.ContractSendWithdraw, outbox_id: int) -> None:
         try:

@@ -34,7 +34,7 @@ from node.leases.settlement import Settlements
 from node.leases.tasks import Tasks
 from node.leases.views import lease_detail, lease_view
 from node.protocol import lease as L
-from node.protocol.checkpoint import Tolerance
+from node.protocol.checkpoint import SignedCheckpoint, Tolerance
 from node.protocol.lease_messages import (
     PROTOCOL_ID,
     AckMessage,
@@ -206,7 +206,15 @@ class LeaseEngine:
                 for role in (L.Role.CONSUMER, L.Role.PROVIDER):
                     rec = self.dispatcher.get(update.lease_id, role)
                     if rec is not None:
-                        await self.dispatcher.apply(rec, update.change)
+                        await self.dispatcher.apply(rec, self._with_evidence(update.change, role))
+
+    def _with_evidence(self, change: L.Change, role: L.Role) -> L.Change:
+        """A claim seen by the consumer carries the stored checkpoint that contradicts it, if any."""
+        if isinstance(change, L.ContractReceiveUsageClaimed) and role is L.Role.CONSUMER:
+            evidence = self.store.signed_checkpoint(change.lease_id, change.seq, change.cumulative_gpu_seconds,
+                                                    SignedCheckpoint)
+            return replace(change, evidence=evidence)
+        return change
 
     # ------------------------------------------------------------------------------------------ API
     async def open_lease(self, offer_id: bytes, gpus: int, deposit: int, job: dict[str, Any] | None

@@ -688,7 +688,7 @@ def _on_claimed(state: LeaseState, c: ContractReceiveUsageClaimed) -> Result:
     events: list[Event] = [NotifyUser(state.lease_id, Notice.USAGE_CLAIMED, claimed)]
     if state.role is not Role.CONSUMER:
         return _faults(state, reason=f"claim pending: {claimed}"), events
-    evidence = state.beats.last_accepted
+    evidence = c.evidence or state.beats.last_accepted
     if (evidence is not None and evidence.checkpoint.seq >= c.seq
             and evidence.checkpoint.cumulative_gpu_seconds < c.cumulative_gpu_seconds
             and _now_s(state) < c.ready_at and f.dispute_sent_seq != c.seq):

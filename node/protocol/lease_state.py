@@ -462,10 +462,14 @@ class NodeRestarted:
 
 @dataclass(frozen=True, slots=True)
 class ContractReceiveUsageClaimed:
+    """A claim is pending. ``evidence``: the consumer's stored provider-signed checkpoint that contradicts it (seq
+    at or above the claim's, less usage), attached by the I/O layer; ``None`` when it holds none."""
+
     lease_id: int
     seq: int
     cumulative_gpu_seconds: int
     ready_at: int
+    evidence: SignedCheckpoint | None = None
 
 
 @dataclass(frozen=True, slots=True)

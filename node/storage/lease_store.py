@@ -23,6 +23,7 @@ from node.storage import codec
 from node.storage.db import Database
 
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,16 @@ class LeaseStore(Generic[R]):
         return [CheckpointRow(int(r["seq"]), int(r["cumulative"]), str(r["status"]), str(r["reason"]))
                 for r in self.db.query("SELECT seq, cumulative, status, reason FROM checkpoints WHERE lease_id = ? "
                                        "ORDER BY rowid", (lease_id,))]
+
+    def signed_checkpoint(self, lease_id: int, min_seq: int, below_cumulative: int, signed_type: type[S]
+                          ) -> S | None:
+        """The provider-signed checkpoint of ``lease_id`` with seq >= ``min_seq`` and cumulative usage below
+        ``below_cumulative`` (the lowest seq first): accepted ones, or rejected as equivocation (also signed by the
+        provider); ``None`` if there is none. Evidence against a claim."""
+        rows = self.db.query("SELECT body FROM checkpoints WHERE lease_id = ? AND seq >= ? AND cumulative < ? "
+                             "AND (status = 'accepted' OR reason LIKE 'equivocation%') ORDER BY seq, cumulative "
+                             "LIMIT 1", (lease_id, min_seq, below_cumulative))
+        return codec.loads(signed_type, rows[0]["body"]) if rows else None
 
     def store_job_result(self, lease_id: int, exit_code: int, log_tail: str, simulated: bool,
                          done: int | None = None) -> None:
