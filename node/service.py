@@ -44,6 +44,7 @@ from node.market import Market
 from node.p2p.bridge import P2PNode
 from node.p2p.config import P2PConfig, offers_topic
 from node.p2p.keys import load_or_create_node_key
+from node.p2p.stable_addrs import remember_listen_addrs, stable_listen_addrs
 from node.provider.gpus import GpuDevice, inventory
 from node.provider.publisher import OfferPublisher, register_provider
 from node.storage.db import Database
@@ -134,7 +135,8 @@ class Node:
 
         node_key = signing_key(load_or_create_node_key(self.data_dir / "node.key"))
         p2p_cfg = P2PConfig(key_path=self.data_dir / "node.key", topic=offers_topic(chain_id, self.deployment.escrow),
-                            listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap), mdns=cfg.mdns)
+                            listen_addrs=stable_listen_addrs(tuple(cfg.listen), self.data_dir),
+                            bootstrap=tuple(cfg.bootstrap), mdns=cfg.mdns)
         self.p2p = P2PNode(p2p_cfg, validate=self.market.validate, live_offers=self.market.live_offers)
         if self.wallet_key is not None:
             self.devices = tuple(inventory(cfg.provider.declared_gpus)) if cfg.provider.enabled else ()
@@ -148,6 +150,7 @@ class Node:
             raise ConfigError("a provider node needs a wallet (keystore or dev_account)")
 
         await self.p2p.start()
+        remember_listen_addrs(tuple(cfg.listen), self.p2p.listen_addrs, self.data_dir)
         sup.cleanup("p2p host", self.p2p.stop)
         sup.spawn("p2p host", self.p2p.wait_ended(), essential=True)
         if self.engine is not None:

@@ -29,6 +29,7 @@ from node.leases.dispatcher import Dispatcher
 from node.leases.effects import EffectRunner
 from node.leases.ports import ChainPort, Clock, EscrowPort, PeerTransport, TokenPort, wall_clock_ms
 from node.leases.provider import ProviderDriver
+from node.leases.reconnect import Reconnector
 from node.leases.records import LeaseNotFound, LeaseRecord
 from node.leases.settlement import Settlements
 from node.leases.tasks import Tasks
@@ -113,6 +114,8 @@ class LeaseEngine:
             heartbeat_interval=heartbeat_interval, checkpoint_interval=checkpoint_interval, clock=clock,
             on_capacity_change=on_capacity_change)
         self.settlements = Settlements(self.runner, self.dispatcher, chain, self.tasks, settle_interval)
+        self.reconnect = Reconnector(transport)
+        self.quiet_ms = max(3_000, int(heartbeat_interval * 3_000))  # no heartbeat for this long: dial again
 
     @property
     def leases(self) -> dict[tuple[int, str], LeaseRecord]:
@@ -182,6 +185,21 @@ class LeaseEngine:
                     await self.dispatcher.apply(rec, L.TimerTick(now))
                 except Exception:
                     log.exception("lease tick failed", extra={"lease_id": rec.lease_id})
+        await self._keep_in_touch(now)
+
+    async def _keep_in_touch(self, now: int) -> None:
+        """Consumer: remember where our providers are; dial a quiet one again (it may have restarted)."""
+        live: set[str] = set()
+        quiet: set[str] = set()
+        for rec in self.dispatcher:
+            s = rec.state
+            if s.role is L.Role.CONSUMER and L.LeaseStatus.OPEN <= s.status <= L.LeaseStatus.CLOSED and rec.peer:
+                (quiet if now - s.beats.last_beat_at_ms > self.quiet_ms else live).add(rec.peer)
+        try:
+            await self.reconnect.remember(live - quiet)
+            await self.reconnect.redial(quiet)
+        except Exception as exc:
+            log.warning("reconnecting to lease peers failed", extra={"error": repr(exc)[:200]})
 
     # ------------------------------------------------------------------------------------------ inputs
     async def on_lease_message(self, peer: str, body: bytes) -> bytes | None:

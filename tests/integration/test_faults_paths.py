@@ -266,3 +266,25 @@ async def test_a_provider_restarted_during_a_challenge_answers_it_and_the_lease_
         assert (await books(devnet, provider.address, {})).stake == stake  # nothing slashed
     finally:
         await again.stop()
+
+
+async def test_a_restarted_provider_listens_where_it_did_and_its_consumer_resumes(nodes, devnet):
+    provider, consumer, offer = await pair(nodes, 5, 4)
+    lease = await consumer.open_lease({"offer_id": offer["offer_id"], "gpus": 1, "deposit": str(PRICE * 120),
+                                       "job": _job(120)})
+    lid = lease["lease_id"]
+    await until(lambda: consumer.lease(lid)["accepted_seq"] >= 1, 20, "a first checkpoint")
+    addrs = provider.p2p.listen_addrs
+    await provider.stop()
+    again = Node(node_config(devnet, provider.cfg.data_dir, account=5, provider=True))
+    await again.start()
+    try:
+        assert again.p2p.listen_addrs == addrs  # the kept port, not a new random one
+        beats = consumer.lease(lid)["heartbeats"]
+        seq = consumer.lease(lid)["accepted_seq"]
+        # the consumer dials the quiet provider again; the provider's queued beats and checkpoints follow
+        await until(lambda: (v := consumer.lease(lid))["heartbeats"] > beats + 2 and v["accepted_seq"] > seq, 40,
+                    "heartbeats and checkpoints from the restarted provider")
+        assert consumer.lease(lid)["rejected_checkpoints"] == 0
+    finally:
+        await again.stop()
