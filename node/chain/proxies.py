@@ -200,6 +200,27 @@ class Escrow:
         return await self.chain.transact(key, self.c, "reportEquivocation", a.lease_id, checkpoint_tuple(a), sig_a,
                                          checkpoint_tuple(b), sig_b, race_errors=EQUIVOCATION_RACES)
 
+    async def revert_reason(self, fn: str, *args: Any) -> str | None:
+        """What ``fn(*args)`` sent by our wallet would revert with at the latest block, decoded (``None``: it would
+        not revert). Explains a transaction that reverted on-chain after passing its gas estimate (a race: another
+        transaction of the same block changed the state first)."""
+        from web3.exceptions import ContractLogicError
+
+        try:
+            await getattr(self.c.functions, fn)(*args).call({"from": self.chain.address}, block_identifier="latest")
+        except ContractLogicError as exc:
+            return self.chain.errors.decode(exc.data)
+        except Exception:
+            return None
+        return None
+
+    async def open_revert_reason(self, offer: Any, signature: bytes, gpus: int, deposit: int,
+                                 permit: tuple[int, int, bytes, bytes] | None = None) -> str | None:
+        """Why an open (with ``permit`` = (deadline, v, r, s), or without) would revert now."""
+        if permit is None:
+            return await self.revert_reason("openLease", offer_tuple(offer), signature, gpus, deposit)
+        return await self.revert_reason("openLeaseWithPermit", offer_tuple(offer), signature, gpus, deposit, *permit)
+
     async def get_claim(self, lease_id: int) -> tuple[int, int, int]:
         """The pending claim of ``lease_id``: (seq, cumulative GPU-seconds, readyAt); readyAt 0 when none."""
         raw = await self.chain.call(self.c, "getClaim", lease_id)

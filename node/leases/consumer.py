@@ -16,6 +16,7 @@ import nacl.signing
 from eth_utils import keccak
 
 from node.chain.events import ChainEvent
+from node.chain.tx import TxFailed
 from node.crypto import eip712
 from node.errors import ChainError
 from node.leases.chain_events import opened_change
@@ -120,23 +121,44 @@ class ConsumerDriver:
         escrow, token = self.runner.escrow, self.runner.token
         spender = self.domain.verifying_contract
         async with self._open_lock:
-            if await token.supports_permit():  # one transaction, and no standing allowance left behind
-                deadline = int(time.time()) + 600
-                v, r, s_ = await token.sign_permit(self.wallet_key, spender, deposit, deadline)
-                result = await escrow.open_lease_with_permit(key, offer, so.signature, gpus, deposit, deadline, v, r,
-                                                             s_)
-                kind = "openLeaseWithPermit"
-            else:
-                approve = await token.ensure_allowance(f"approve:{key}", spender, deposit)
-                if approve is not None:
-                    self.runner.record_gas("approve", 0, approve)
-                result = await escrow.open_lease(key, offer, so.signature, gpus, deposit)
-                kind = "openLease"
+            permit: tuple[int, int, bytes, bytes] | None = None
+            try:
+                if await token.supports_permit():  # one transaction, and no standing allowance left behind
+                    deadline = int(time.time()) + 600
+                    v, r, s_ = await token.sign_permit(self.wallet_key, spender, deposit, deadline)
+                    permit = (deadline, v, r, s_)
+                    result = await escrow.open_lease_with_permit(key, offer, so.signature, gpus, deposit, deadline,
+                                                                 v, r, s_)
+                    kind = "openLeaseWithPermit"
+                else:
+                    approve = await token.ensure_allowance(f"approve:{key}", spender, deposit)
+                    if approve is not None:
+                        self.runner.record_gas("approve", 0, approve)
+                    result = await escrow.open_lease(key, offer, so.signature, gpus, deposit)
+                    kind = "openLease"
+            except TxFailed as exc:
+                raise await self._explained(exc, offer, so.signature, gpus, deposit, permit) from exc
         opened = lease_opened_in(self.chain, result.logs)
         if opened is None:
             raise ChainError("openLease mined without a LeaseOpened log")
         self.runner.record_gas(kind, int(opened.args["leaseId"]), result)
         return await self.adopt_open(opened, key)
+
+    async def _explained(self, exc: TxFailed, offer: Any, signature: bytes, gpus: int, deposit: int,
+                         permit: tuple[int, int, bytes, bytes] | None) -> TxFailed:
+        """An open that passed its gas estimate and reverted on-chain lost a race in its block (another consumer
+        took the GPUs): say which, with the escrow's error, as it would revert now."""
+        explain = getattr(self.runner.escrow, "open_revert_reason", None)
+        if not exc.error.startswith("reverted") or explain is None:
+            return exc
+        try:
+            why = await explain(offer, signature, gpus, deposit, permit)
+        except Exception:
+            why = None
+        if not why:
+            return exc
+        log.warning("open lease reverted", extra={"error": why, "tx": exc.tx_hash})
+        return TxFailed(exc.kind, why, exc.tx_hash)
 
     async def adopt_open(self, ev: ChainEvent, key: str | None = None) -> LeaseRecord:
         """Our open is on-chain: the lease starts (matched to its open request, also after a restart). One
