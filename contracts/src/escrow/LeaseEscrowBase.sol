@@ -23,6 +23,9 @@ import {LeaseState} from "../types/LeaseState.sol";
 ///   time, so they never exceed the deposit); `endsAt` and `maxEndsAt` are derived from the deposit, startedAt and
 ///   the offer's maxDuration;
 /// - lease collateral is `deposit * collateralBps / 10_000` minus what was slashed (top-ups lock the difference);
+///   the deposit a lease opened with, which caps an equivocation slash, is stored only by its first top-up;
+/// - a lease's claim slot also keeps its disputed seq (claims must carry a higher seq), so it is never deleted;
+/// - refunds whose transfer failed at finalization are credited per consumer (`withdrawRefund`);
 /// - the fee rate is fixed per lease (copied into `LeaseState` at open) and a lease's fees are a function of its
 ///   settled usage: feeCum(x) = floor(x * price * feeBps / 10_000). A settlement credits the provider
 ///   amount - (feeCum(new) - feeCum(old)) and writes no protocol-wide slot; the lease's total feeCum(settled) is
