@@ -138,7 +138,6 @@ class TunedYamuxStream(YamuxStream):
         await self._auto_tune_and_send_window_update(bytes_read=len(data))
         return data
 
-
     async def wait_for_data(self) -> bool:
         """While the stream is open with an empty buffer, wait as ``Yamux.read_stream`` does (the connection sets the
         stream's event on data, FIN, RST and shutdown). False when there is nothing to wait for."""

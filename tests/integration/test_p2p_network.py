@@ -324,6 +324,18 @@ async def test_late_joiner_syncs_all_pages(make_node) -> None:
     assert await late.sync_from(old.peer_id) == 600
 
 
+async def test_sync_right_after_another_sees_the_offers_live_now(make_node) -> None:
+    # A node that joins right after another synced from the same peer gets that peer's book as it is now (the
+    # peer's offer was superseded in between), not the previous sync's snapshot.
+    live = [b"ok offer v1"]
+    old = await make_node(live_offers=lambda: list(live))
+    first, second = await make_node(), await make_node()
+    assert await first.sync_from(old.listen_addrs[0]) == 1
+    live[:] = [b"ok offer v2"]
+    assert await second.sync_from(old.listen_addrs[0]) == 1
+    assert [m.data for m in await drain(second)] == [b"ok offer v2"]
+
+
 async def test_sync_from_unknown_peer_fails_cleanly(make_node) -> None:
     node = await make_node()
     with pytest.raises(PeerUnavailable):
