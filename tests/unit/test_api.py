@@ -152,3 +152,20 @@ async def test_api_port_in_use_is_a_clear_error():
 async def test_api_refuses_non_loopback_hosts():
     with pytest.raises(ConfigError):
         await start_api(make_app(FakeNode(), TOKEN), "0.0.0.0", 0)
+
+
+async def test_every_served_route_is_in_the_openapi_document(client):
+    doc = await (await client.get("/openapi.json")).json()
+    served = {(r.method.lower(), r.resource.canonical) for r in client.app.router.routes()
+              if r.method != "HEAD" and r.resource is not None}
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert served == documented
+
+
+@pytest.mark.parametrize("headers", [{"Authorization": TOKEN}, {"Authorization": f"Token {TOKEN}"},
+                                     {"X-Api-Token": TOKEN}, {"Authorization": f"bearer{TOKEN}"}])
+async def test_the_token_is_read_only_as_a_bearer_credential(client, headers):
+    r = await client.post("/v1/leases/1/close", headers=headers)
+    assert r.status == 401
+    r = await client.post(f"/v1/leases/1/close?token={TOKEN}")
+    assert r.status == 401
