@@ -101,7 +101,8 @@ class EffectRunner:
         self.store.store_checkpoint(ev.lease_id, ev.signed_cp, status, reason, done=outbox_id)
 
     async def _store_job_result(self, rec: LeaseRecord, ev: L.StoreJobResult, outbox_id: int) -> None:
-        self.store.store_job_result(ev.lease_id, ev.exit_code, ev.log_tail, ev.simulated, done=outbox_id)
+        self.store.store_job_result(ev.lease_id, ev.exit_code, ev.log_tail, ev.simulated, done=outbox_id,
+                                    failure=ev.failure, image_digest=ev.image_digest)
 
     async def _notify(self, rec: LeaseRecord, ev: L.NotifyUser, outbox_id: int) -> None:
         self.notices.append({"lease_id": ev.lease_id, "notice": ev.notice.value, "detail": ev.detail,

@@ -41,10 +41,12 @@ def lease_view(rec: LeaseRecord, store: LeaseStore[PersistedLease]) -> dict[str,
                     "job_running": rec.job_running})
     res = store.job_result(s.lease_id)
     if res is not None:
-        out["job_result"] = {"exit_code": res.exit_code, "log_tail": res.log_tail, "simulated": res.simulated}
+        out["job_result"] = {"exit_code": res.exit_code, "log_tail": res.log_tail, "simulated": res.simulated,
+                             "failure": res.failure or None, "image_digest": res.image_digest or None}
     elif side is not None and side.outcome is not None:
         o = side.outcome  # its tail was cut to the message limit when the job ended
-        out["job_result"] = {"exit_code": o.exit_code, "log_tail": o.log_tail, "simulated": o.simulated}
+        out["job_result"] = {"exit_code": o.exit_code, "log_tail": o.log_tail, "simulated": o.simulated,
+                             "failure": o.failure or None, "image_digest": o.image_digest or None}
     return out
 
 

@@ -350,7 +350,7 @@ def _on_job_result(state: LeaseState, c: ReceiveJobResult) -> Result:
     if state.role is not Role.CONSUMER or state.status < LeaseStatus.OPEN:
         return _ignored(state, "job result not expected")
     return state, [
-        StoreJobResult(state.lease_id, c.exit_code, c.log_tail, c.simulated),
+        StoreJobResult(state.lease_id, c.exit_code, c.log_tail, c.simulated, c.failure, c.image_digest),
         NotifyUser(state.lease_id, Notice.JOB_RESULT, f"exit {c.exit_code}", (("exit_code", c.exit_code),)),
     ]
 

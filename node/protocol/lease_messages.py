@@ -11,12 +11,17 @@ followed by a body fixed per type:
 type           code  body
 =============  ====  ==========================================================================================
 JOB_SPEC          1  len u32 | sealed (nonce 24 || box); sealed plaintext = leaseId u256 || spec (<= 60,000 B)
-JOB_RESULT        2  exitCode i32 | flags u8 (bit 0 simulated) | len u16 | log tail UTF-8 (<= 4,096 B)
+JOB_RESULT        2  exitCode i32 | flags u8 (bit 0 simulated, bit 1 outcome) | len u16 | log tail UTF-8 (<= 4,096 B)
+                     [flag bit 1 only: failLen u8 | failure ASCII | digestLen u8 | image digest ASCII (<= 128 B each)]
 HEARTBEAT         3  the 224-byte signed heartbeat (its leaseId must equal the header's)
 CHECKPOINT        4  seq u64 | cumulativeGpuSeconds u64 | heartbeatHead bytes32 | timestamp u64 | sig 65 B
 ACK               5  refType u8 | refSeq u64
 ERROR             6  refType u8 | refSeq u64 | code u16 | len u16 | message UTF-8 (<= 256 B)
+LOG               7  seq u64 | dropped u64 | len u16 | output UTF-8 (1..16,384 B), cut on a character boundary
 =============  ====  ==========================================================================================
+
+``LOG`` (provider -> consumer) carries the job's output while it runs, in order (``seq`` from 0); ``dropped`` is
+how many bytes of output the provider dropped just before this chunk (its buffer was full).
 
 Decoding rejects unknown versions/types/codes, wrong lengths, trailing bytes, unknown flag bits, invalid UTF-8
 and anything over :data:`MAX_MESSAGE_SIZE`, raising :class:`LeaseMessageError` (an ``InvalidMessage``).
@@ -43,12 +48,15 @@ WIRE_VERSION = 1
 MAX_JOB_SPEC_BYTES = 60_000
 MAX_LOG_TAIL_BYTES = 4_096
 MAX_ERROR_MESSAGE_BYTES = 256
+MAX_LOG_CHUNK_BYTES = 16_384
+MAX_OUTCOME_FIELD_BYTES = 128
 MAX_MESSAGE_SIZE = 64 * 1024
 _HEADER = struct.Struct(">BB32s")
 _CHECKPOINT = struct.Struct(">QQ32sQ65s")
 _JOB_RESULT = struct.Struct(">iBH")
 _ACK = struct.Struct(">BQ")
 _ERROR = struct.Struct(">BQHH")
+_LOG = struct.Struct(">QQH")
 _U64_MAX = 2**64 - 1
 
 
@@ -63,6 +71,7 @@ class MsgType(enum.IntEnum):
     CHECKPOINT = 4
     ACK = 5
     ERROR = 6
+    LOG = 7
 
 
 class ErrorCode(enum.IntEnum):
@@ -86,6 +95,16 @@ class JobResultMessage:
     exit_code: int
     log_tail: str
     simulated: bool
+    failure: str = ""  # with image_digest: sent (flag bit 1) when either is set
+    image_digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogMessage:
+    lease_id: int
+    seq: int
+    text: str
+    dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +138,8 @@ class ErrorMessage:
     message: str = ""
 
 
-LeaseMessage = JobSpecMessage | JobResultMessage | HeartbeatMessage | CheckpointMessage | AckMessage | ErrorMessage
+LeaseMessage = (JobSpecMessage | JobResultMessage | HeartbeatMessage | CheckpointMessage | AckMessage | ErrorMessage
+                | LogMessage)
 
 
 def _header(kind: MsgType, lease_id: int) -> bytes:
@@ -176,8 +196,21 @@ def encode_message(msg: LeaseMessage) -> bytes:
         if not -(2**31) <= msg.exit_code < 2**31:
             raise LeaseMessageError("exit code out of range")
         log = _utf8(msg.log_tail, MAX_LOG_TAIL_BYTES, "log tail")
-        out = _header(MsgType.JOB_RESULT, msg.lease_id) + _JOB_RESULT.pack(msg.exit_code, int(msg.simulated), len(log))
+        extended = bool(msg.failure or msg.image_digest)
+        flags = int(msg.simulated) | (2 if extended else 0)
+        out = _header(MsgType.JOB_RESULT, msg.lease_id) + _JOB_RESULT.pack(msg.exit_code, flags, len(log))
         out += log
+        if extended:
+            for value, what in ((msg.failure, "failure"), (msg.image_digest, "image digest")):
+                raw = _ascii(value, what)
+                out += bytes([len(raw)]) + raw
+    elif isinstance(msg, LogMessage):
+        if not 0 <= msg.seq <= _U64_MAX or not 0 <= msg.dropped <= _U64_MAX:
+            raise LeaseMessageError("log seq or dropped out of range")
+        text = _utf8(msg.text, MAX_LOG_CHUNK_BYTES, "log chunk")
+        if not text:
+            raise LeaseMessageError("empty log chunk")
+        out = _header(MsgType.LOG, msg.lease_id) + _LOG.pack(msg.seq, msg.dropped, len(text)) + text
     elif isinstance(msg, AckMessage):
         if not 0 <= msg.ref_seq <= _U64_MAX:
             raise LeaseMessageError("ref seq out of range")
@@ -195,6 +228,25 @@ def encode_message(msg: LeaseMessage) -> bytes:
     if len(out) > MAX_MESSAGE_SIZE:
         raise LeaseMessageError("message too large")
     return out
+
+
+def _ascii(value: str, what: str) -> bytes:
+    if not value.isascii() or not value.isprintable() or len(value) > MAX_OUTCOME_FIELD_BYTES:
+        raise LeaseMessageError(f"{what} must be printable ASCII of at most {MAX_OUTCOME_FIELD_BYTES} bytes")
+    return value.encode("ascii")
+
+
+def _take_ascii(body: bytes, at: int, what: str) -> tuple[str, int]:
+    if at >= len(body):
+        raise LeaseMessageError(f"job result {what} missing")
+    n = body[at]
+    raw = body[at + 1 : at + 1 + n]
+    if len(raw) != n or n > MAX_OUTCOME_FIELD_BYTES:
+        raise LeaseMessageError(f"job result {what} truncated or too long")
+    text = raw.decode("ascii", errors="replace")
+    if not text.isascii() or not text.isprintable():
+        raise LeaseMessageError(f"job result {what} is not printable ASCII")
+    return text, at + 1 + n
 
 
 def _decode_text(raw: bytes, what: str) -> str:
@@ -247,12 +299,30 @@ def decode_message(data: bytes) -> LeaseMessage:
         if len(body) < _JOB_RESULT.size:
             raise LeaseMessageError("job result body too short")
         exit_code, flags, n = _JOB_RESULT.unpack_from(body)
-        if flags & ~1:
+        if flags & ~3:
             raise LeaseMessageError("unknown job result flags")
         if n > MAX_LOG_TAIL_BYTES:
             raise LeaseMessageError("log tail too long")
-        _exact(body, _JOB_RESULT.size + n, "job result")
-        return JobResultMessage(lease_id, exit_code, _decode_text(body[_JOB_RESULT.size :], "log tail"), bool(flags))
+        end = _JOB_RESULT.size + n
+        if len(body) < end:
+            raise LeaseMessageError("job result log tail truncated")
+        tail = _decode_text(body[_JOB_RESULT.size : end], "log tail")
+        failure = digest = ""
+        if flags & 2:
+            failure, at = _take_ascii(body, end, "failure")
+            digest, end = _take_ascii(body, at, "image digest")
+            if not failure and not digest:
+                raise LeaseMessageError("job result outcome flag set with no outcome")
+        _exact(body, end, "job result")
+        return JobResultMessage(lease_id, exit_code, tail, bool(flags & 1), failure, digest)
+    if kind is MsgType.LOG:
+        if len(body) < _LOG.size:
+            raise LeaseMessageError("log body too short")
+        seq, dropped, n = _LOG.unpack_from(body)
+        if not 0 < n <= MAX_LOG_CHUNK_BYTES:
+            raise LeaseMessageError("log chunk size out of range")
+        _exact(body, _LOG.size + n, "log")
+        return LogMessage(lease_id, seq, _decode_text(body[_LOG.size :], "log chunk"), dropped)
     if kind is MsgType.ACK:
         _exact(body, _ACK.size, "ack")
         ref, ref_seq = _ACK.unpack(body)
@@ -309,5 +379,6 @@ def to_change(msg: LeaseMessage, received_at_ms: int) -> ReceiveHeartbeat | Rece
     if isinstance(msg, CheckpointMessage):
         return ReceiveCheckpoint(msg.signed_cp, received_at_ms)
     if isinstance(msg, JobResultMessage):
-        return ReceiveJobResult(msg.exit_code, msg.log_tail, msg.simulated, received_at_ms)
+        return ReceiveJobResult(msg.exit_code, msg.log_tail, msg.simulated, received_at_ms, msg.failure,
+                                msg.image_digest)
     return None

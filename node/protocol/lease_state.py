@@ -199,6 +199,9 @@ class JobRequest:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     timeout_s: int = 3600
+    image: str = ""  # a container job (job spec version 2); "" for a host process
+    resources: tuple[int, int, int, int] = (0, 0, 0, 0)  # memory, milli-CPUs, shm, scratch; 0: the default
+    ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +211,8 @@ class JobEnd:
     exit_code: int
     log_tail: str
     simulated: bool
+    failure: str = ""  # why the job did not run or end by itself (image_not_allowed, oom, timeout, ...)
+    image_digest: str = ""  # the image a container job actually ran
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +390,8 @@ class ReceiveJobResult:
     log_tail: str
     simulated: bool
     received_at_ms: int
+    failure: str = ""
+    image_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,6 +646,8 @@ class StoreJobResult:
     exit_code: int
     log_tail: str
     simulated: bool
+    failure: str = ""
+    image_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,8 @@ def encode_outgoing(msg: Outgoing) -> bytes:
     if isinstance(msg, SendCheckpoint):
         return encode_message(CheckpointMessage(msg.signed_cp))
     end = msg.end
-    return encode_message(JobResultMessage(msg.lease_id, end.exit_code, utf8_tail(end.log_tail), end.simulated))
+    return encode_message(JobResultMessage(msg.lease_id, end.exit_code, utf8_tail(end.log_tail), end.simulated,
+                                           end.failure, end.image_digest))
 
 
 # --------------------------------------------------------------------------------------------- rules

@@ -104,7 +104,18 @@ CREATE TABLE IF NOT EXISTS job_results (
     exit_code INTEGER NOT NULL,
     log_tail TEXT NOT NULL,
     simulated INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    failure TEXT NOT NULL DEFAULT '',
+    image_digest TEXT NOT NULL DEFAULT ''
+);
+
+CREATE TABLE IF NOT EXISTS lease_logs (
+    lease_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,              -- the provider's LOG seq
+    dropped INTEGER NOT NULL,          -- bytes of output dropped just before this chunk
+    text TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (lease_id, seq)
 );
 
 CREATE TABLE IF NOT EXISTS kv (

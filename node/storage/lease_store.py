@@ -3,7 +3,8 @@
 Tables (``node.storage.db``): ``leases`` (one row per lease and role: the persisted lease as JSON),
 ``lease_outbox`` (events to carry out, tagged JSON, ``done`` once carried out), ``lease_log`` (what changed, by
 name), ``heartbeats`` (signed beats as received), ``checkpoints`` (each signed checkpoint with its verdict),
-``job_results``, and ``opens`` (the consumer's open requests with the plaintext job spec, matched to the lease
+``job_results``, ``lease_logs`` (job output a consumer received, bounded per lease), and ``opens`` (the
+consumer's open requests with the plaintext job spec, matched to the lease
 once ``LeaseOpened`` is seen).
 
 A lease's new state, its change-log line and its outbox events are written in ONE SQLite transaction
@@ -49,6 +50,15 @@ class JobResultRow:
     exit_code: int
     log_tail: str
     simulated: bool
+    failure: str = ""
+    image_digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    seq: int
+    dropped: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +150,53 @@ class LeaseStore(Generic[R]):
         return codec.loads(signed_type, rows[0]["body"]) if rows else None
 
     def store_job_result(self, lease_id: int, exit_code: int, log_tail: str, simulated: bool,
-                         done: int | None = None) -> None:
+                         done: int | None = None, failure: str = "", image_digest: str = "") -> None:
         with self.db.tx() as c:
-            c.execute("INSERT OR REPLACE INTO job_results(lease_id, exit_code, log_tail, simulated, at) "
-                      "VALUES(?,?,?,?,?)", (lease_id, exit_code, log_tail, int(simulated), time.time()))
+            c.execute("INSERT OR REPLACE INTO job_results(lease_id, exit_code, log_tail, simulated, at, failure, "
+                      "image_digest) VALUES(?,?,?,?,?,?,?)",
+                      (lease_id, exit_code, log_tail, int(simulated), time.time(), failure, image_digest))
             _mark_done(c, done)
 
     def job_result(self, lease_id: int) -> JobResultRow | None:
-        rows = self.db.query("SELECT exit_code, log_tail, simulated FROM job_results WHERE lease_id = ?", (lease_id,))
+        rows = self.db.query("SELECT exit_code, log_tail, simulated, failure, image_digest FROM job_results "
+                             "WHERE lease_id = ?", (lease_id,))
         if not rows:
             return None
-        return JobResultRow(int(rows[0]["exit_code"]), str(rows[0]["log_tail"]), bool(rows[0]["simulated"]))
+        r = rows[0]
+        return JobResultRow(int(r["exit_code"]), str(r["log_tail"]), bool(r["simulated"]), str(r["failure"]),
+                            str(r["image_digest"]))
+
+    # ------------------------------------------------------------------------------------------ job output
+    def append_log(self, lease_id: int, seq: int, dropped: int, text: str, keep_bytes: int) -> bool:
+        """Keep one chunk of a lease's output (``False``: that seq is already stored); the oldest chunks go once
+        the lease holds more than ``keep_bytes`` of text (counted in UTF-8 bytes)."""
+        with self.db.tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO lease_logs(lease_id, seq, dropped, text, at) VALUES(?,?,?,?,?)",
+                            (lease_id, seq, dropped, text, time.time()))
+            if not cur.rowcount:
+                return False
+            total = int(c.execute("SELECT COALESCE(SUM(LENGTH(CAST(text AS BLOB))), 0) FROM lease_logs "
+                                  "WHERE lease_id = ?", (lease_id,)).fetchone()[0])
+            while total > keep_bytes:
+                row = c.execute("SELECT seq, LENGTH(CAST(text AS BLOB)) FROM lease_logs WHERE lease_id = ? "
+                                "ORDER BY seq LIMIT 1", (lease_id,)).fetchone()
+                if row is None or int(row[0]) == seq:
+                    break
+                c.execute("DELETE FROM lease_logs WHERE lease_id = ? AND seq = ?", (lease_id, row[0]))
+                total -= int(row[1])
+        return True
+
+    def logs(self, lease_id: int, after: int = -1, limit: int = 256) -> list[LogChunk]:
+        """Kept chunks of a lease's output with seq > ``after``, oldest first."""
+        return [LogChunk(int(r["seq"]), int(r["dropped"]), str(r["text"]))
+                for r in self.db.query("SELECT seq, dropped, text FROM lease_logs WHERE lease_id = ? AND seq > ? "
+                                       "ORDER BY seq LIMIT ?", (lease_id, after, limit))]
+
+    def log_seqs(self, lease_id: int) -> tuple[int, int] | None:
+        """The lowest and highest kept seq of a lease's output."""
+        rows = self.db.query("SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM lease_logs WHERE lease_id = ?",
+                             (lease_id,))
+        return (int(rows[0]["lo"]), int(rows[0]["hi"])) if rows and rows[0]["hi"] is not None else None
 
     # ------------------------------------------------------------------------------------------ consumer opens
     def record_open(self, key: str, offer_id: bytes, gpus: int, deposit: int, job_spec: bytes | None) -> None:

@@ -16,6 +16,9 @@ Versions:
   4. the lease state gains ``faults`` (where the lease stands on the escrow's claim, dispute, liveness and
      equivocation paths) and its ``config`` the fault-path settings (``max_unsettled_s``, ``challenge_after_ms``,
      ``fault_retry_ms``); rows written before get their defaults.
+  5. container jobs and live logs: a job request gains ``image``, ``resources`` and ``ports``, a job's end and a
+     stored job result ``failure`` and ``image_digest``; table ``lease_logs`` holds the job output a consumer
+     received (created by the schema script).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from node.errors import UnrecoverableError
 from node.storage import legacy_v1
 
-CURRENT_VERSION = 4
+CURRENT_VERSION = 5
 
 
 class SchemaTooNew(UnrecoverableError, RuntimeError):
@@ -123,11 +126,48 @@ def _v3_to_v4(c: sqlite3.Connection) -> None:
                   (_dump(lease_row_v3_to_v4(json.loads(text))), lease_id, role))
 
 
+_JOB_REQUEST_V5: dict[str, Any] = {"image": "", "resources": [0, 0, 0, 0], "ports": []}
+_JOB_END_V5: dict[str, Any] = {"failure": "", "image_digest": ""}
+
+
+def lease_row_v4_to_v5(state: dict[str, Any]) -> dict[str, Any]:
+    """A v4 ``LeaseState`` row whose job end (provider side) gets the v5 fields at their defaults (pure)."""
+    out = dict(state)
+    side = out.get("provider")
+    if side is not None and side.get("outcome") is not None:
+        out["provider"] = {**side, "outcome": {**_JOB_END_V5, **side["outcome"]}}
+    return out
+
+
+def outbox_event_v4_to_v5(event: dict[str, Any]) -> dict[str, Any]:
+    """A v4 tagged outbox event with the v5 job fields at their defaults (pure)."""
+    kind, data = event.get("type"), event.get("data")
+    if kind == "StartJob" and isinstance(data, dict):
+        return {**event, "data": {**data, "job": {**_JOB_REQUEST_V5, **data["job"]}}}
+    if kind == "StoreJobResult" and isinstance(data, dict):
+        return {**event, "data": {**_JOB_END_V5, **data}}
+    return event
+
+
+def _v4_to_v5(c: sqlite3.Connection) -> None:
+    for lease_id, role, text in c.execute("SELECT lease_id, role, state FROM leases").fetchall():
+        c.execute("UPDATE leases SET state = ? WHERE lease_id = ? AND role = ?",
+                  (_dump(lease_row_v4_to_v5(json.loads(text))), lease_id, role))
+    for oid, text in c.execute("SELECT id, event FROM lease_outbox").fetchall():
+        c.execute("UPDATE lease_outbox SET event = ? WHERE id = ?", (_dump(outbox_event_v4_to_v5(json.loads(text))),
+                                                                     oid))
+    columns = {r[1] for r in c.execute("PRAGMA table_info(job_results)").fetchall()}
+    for column in ("failure", "image_digest"):
+        if column not in columns:
+            c.execute(f"ALTER TABLE job_results ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+
+
 # from-version -> the migration to from-version + 1, in order
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 
