@@ -28,6 +28,9 @@ class ProviderConfig:
     region: str = "local"
     heartbeat_interval: float = 2.0
     checkpoint_interval: float = 6.0
+    # seconds of a lease's full usage served without settlement before the job is stopped and the latest
+    # checkpoint claimed on-chain (0: ten checkpoint intervals, at least a minute)
+    max_unsettled: float = 0.0
     executor: str = "process"  # process | simulated
     work_dir: str = ""  # per-lease job directories (default: <data_dir>/jobs)
     # The process executor runs a job as the node's own user, with the node's files in reach: only for the
@@ -42,6 +45,9 @@ class ConsumerConfig:
     auto_topup: int = 0  # token base units added when a lease is about to run dry (0: only suggest a top-up)
     max_rejections: int = 3
     checkpoint_tolerance: int = 2  # seconds of GPU time per GPU allowed above wall-clock elapsed
+    # seconds without a heartbeat before the provider's liveness is challenged on-chain (0: 20 heartbeat
+    # intervals, at least 30 s)
+    challenge_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,6 +211,7 @@ class Node:
             settle_interval=cfg.consumer.settle_interval, max_rejections=cfg.consumer.max_rejections,
             settle_every=cfg.consumer.settle_every, auto_topup=cfg.consumer.auto_topup,
             devices=self.devices, executor=executor, sampler=sampler, on_capacity_change=on_capacity_change,
+            max_unsettled=pc.max_unsettled or None, challenge_after=cfg.consumer.challenge_after or None,
         )
 
     def _api_token(self) -> str:

@@ -156,7 +156,8 @@ async def test_a_claim_above_the_verified_usage_is_disputed_and_cannot_be_claime
         await Escrow(cheat).claim(f"cheat:{lid}", inflated.checkpoint, inflated.signature)
         [disputed] = await until(lambda: events(devnet, lid, "ClaimDisputed"), 20, "the consumer's dispute")
         assert disputed["claimedSeq"] == cp.seq and disputed["evidenceSeq"] >= cp.seq
-        assert fault(consumer, lid)["disputed_seq"] == disputed["evidenceSeq"]
+        await until(lambda: fault(consumer, lid)["disputed_seq"] == disputed["evidenceSeq"], 10,
+                    "the consumer to see its dispute")
         assert "exceeds" in " ".join(n["detail"] for n in consumer.lease(lid)["notices"])
         from node.chain.tx import TxFailed, TxRace
 
