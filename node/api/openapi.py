@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from node.api.registry import Route
+from node.api.schemas import LEASE_ID
 
 PATH_PARAM = re.compile(r"{(\w+)}")
 PATH_SCHEMAS: dict[str, dict[str, Any]] = {
-    "lease_id": {"type": "integer", "minimum": 0},
+    "lease_id": LEASE_ID,
 }
 
 

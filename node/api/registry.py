@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from node.api.facade import NodeFacade
+from node.api.schemas import ERROR
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]
@@ -45,6 +46,18 @@ class Reply:
     content_type: str = "application/json"
 
 
+def failure(description: str) -> Reply:
+    """An error response: ``{"error": "<message>"}``."""
+    return Reply(description, ERROR)
+
+
+# Answers the middleware and the token guard can give on any route that has the matching feature.
+HOST_REFUSED = failure("The Host header names neither a loopback name nor a configured host (DNS rebinding guard)")
+BAD_INPUT = failure("Malformed parameter or body; the message names the field")
+NO_TOKEN = failure("Missing or wrong token (Authorization: Bearer <token>)")
+TOO_LARGE = failure("Request body over 64 KiB")
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     method: str
@@ -70,8 +83,14 @@ class Api:
     def route(self, method: str, path: str, handler: Handler, *, summary: str, responses: Mapping[int, Reply],
               body: Schema | None = None, query: Sequence[Schema] = (), auth: bool = False,
               tag: str = "node") -> None:
-        self.routes.append(Route(method.upper(), path, handler, summary, dict(responses), body, tuple(query),
-                                 auth, tag))
+        answers = {421: HOST_REFUSED, **responses}
+        if body is not None or query or "{" in path:
+            answers.setdefault(400, BAD_INPUT)
+        if body is not None:
+            answers.setdefault(413, TOO_LARGE)
+        if auth:
+            answers.setdefault(401, NO_TOKEN)
+        self.routes.append(Route(method.upper(), path, handler, summary, answers, body, tuple(query), auth, tag))
 
     def install(self, router: web.UrlDispatcher) -> None:
         for r in self.routes:

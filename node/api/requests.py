@@ -15,6 +15,9 @@ from typing import Any
 from node.errors import NodeError
 
 MAX_EVENTS = 1000
+UINT256_MAX = 2**256 - 1
+UINT32_MAX = 2**32 - 1
+MAX_LEASE_ID = 2**63 - 1  # what the node's SQLite store holds; the escrow numbers leases from 1 upward
 
 
 class BadRequest(NodeError, ValueError):
@@ -36,10 +39,12 @@ def _int(body: Mapping[str, Any], name: str) -> int:
     raise BadRequest(f"{name} must be an integer (JSON number or decimal string)")
 
 
-def _positive(body: Mapping[str, Any], name: str) -> int:
+def _positive(body: Mapping[str, Any], name: str, maximum: int = UINT256_MAX) -> int:
     value = _int(body, name)
     if value <= 0:
         raise BadRequest(f"{name} must be positive")
+    if value > maximum:
+        raise BadRequest(f"{name} must be at most {maximum}")
     return value
 
 
@@ -75,7 +80,7 @@ class OpenLeaseRequest:
         job = b.get("job")
         if job is not None and not isinstance(job, dict):
             raise BadRequest("job must be an object")
-        return cls(_bytes32(b, "offer_id"), _positive(b, "gpus"), _positive(b, "deposit"), job)
+        return cls(_bytes32(b, "offer_id"), _positive(b, "gpus", UINT32_MAX), _positive(b, "deposit"), job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +93,8 @@ class TopUpRequest:
 
 
 def parse_lease_id(text: str) -> int:
-    if not _decimal(text):
-        raise BadRequest("lease id must be a non-negative integer")
+    if not _decimal(text) or int(text) > MAX_LEASE_ID:
+        raise BadRequest(f"lease id must be an integer in 0..{MAX_LEASE_ID}")
     return int(text)
 
 

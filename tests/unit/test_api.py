@@ -169,3 +169,78 @@ async def test_the_token_is_read_only_as_a_bearer_credential(client, headers):
     assert r.status == 401
     r = await client.post(f"/v1/leases/1/close?token={TOKEN}")
     assert r.status == 401
+
+
+async def test_the_openapi_document_validates_and_documents_every_answer(client):
+    from openapi_spec_validator import validate
+
+    doc = await (await client.get("/openapi.json")).json()
+    validate(doc)
+    assert doc["openapi"].startswith("3.1")
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "421" in op["responses"], (method, path)
+            assert any(s.startswith("2") for s in op["responses"]), (method, path)
+            for status, resp in op["responses"].items():
+                assert "content" in resp, (method, path, status)  # every answer has a body schema
+            if "{lease_id}" in path:
+                assert [p["name"] for p in op["parameters"] if p["in"] == "path"] == ["lease_id"]
+            if op.get("security"):
+                assert "401" in op["responses"]
+            if "requestBody" in op:
+                assert {"400", "413"} <= set(op["responses"])
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"offer_id": "0x' + b"ab" * 32 + b'", "gpus": 1, "deposit": {}}',
+    b'{"offer_id": "0x' + b"ab" * 32 + b'", "gpus": [1], "deposit": "1"}',
+    b"null",
+    b'{"offer_id": "0x' + b"ab" * 32 + b'", "gpus": 1, "deposit": 1e400}',
+    b'{"offer_id": "0x' + b"ab" * 32 + b'", "gpus": 4294967296, "deposit": "1"}',
+    b'{"offer_id": "0x' + b"ab" * 32 + b'", "gpus": 1, "deposit": ' + str(2**256).encode() + b"}",
+    b'{"offer_id": NaN, "gpus": 1, "deposit": "1"}',
+    b"[" * 20000 + b"]" * 20000,
+    b"\xff\xfe",
+    b"",
+])
+async def test_wrong_json_types_are_400s_never_500s(client, raw):
+    r = await client.post("/v1/leases", data=raw, headers={"Authorization": f"Bearer {TOKEN}",
+                                                           "Content-Type": "application/json"})
+    assert r.status == 400
+    assert "error" in await r.json()
+    assert client.node.opened == []
+
+
+async def test_lease_ids_beyond_what_the_store_holds_are_400s(client):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await client.get(f"/v1/leases/{2**63}")).status == 400
+    assert (await client.post(f"/v1/leases/{2**64}/topup", json={"amount": 1}, headers=auth)).status == 400
+    assert (await client.post("/v1/leases/1/topup", json={"amount": 2**256}, headers=auth)).status == 400
+
+
+async def test_aiohttp_answers_are_json_too(client):
+    r = await client.get("/v1/nothing-here")
+    assert r.status == 404 and "error" in await r.json()
+    r = await client.delete("/v1/leases")
+    assert r.status == 405 and "error" in await r.json()
+    r = await client.post("/v1/leases", data=b"x" * (65 * 1024), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 413 and "error" in await r.json()
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8545", "127.0.0.1", "127.0.0.1:1234", "[::1]",
+                                  "[::1]:80", "LOCALHOST:9", "node.lan", "node.lan:7000"])
+async def test_loopback_and_configured_hosts_are_answered(host):
+    async with TestClient(TestServer(make_app(FakeNode(), TOKEN, allowed_hosts=["Node.LAN"]))) as c:
+        assert (await c.get("/v1/status", headers={"Host": host})).status == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.2",
+                                  "127.0.0.1.nip.io:80", "[::2]:80", "localhost:80@evil", "", "localhost:abc",
+                                  "0.0.0.0"])
+async def test_other_hosts_are_refused_before_any_route_runs(client, host):
+    """A DNS-rebinding page reaches the API with its own name in Host: no read, no action, not even the page."""
+    for path in ("/v1/status", "/v1/leases/1", "/", "/openapi.json", "/metrics"):
+        r = await client.get(path, headers={"Host": host})
+        assert r.status == 421, (host, path)
+    r = await client.post("/v1/leases", json=OPEN_BODY, headers={"Host": host, "Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 421 and client.node.opened == []

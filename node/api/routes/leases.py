@@ -6,19 +6,28 @@ import json
 
 from aiohttp import web
 
-from node.api.registry import Api, Reply, error_response, json_response
+from node.api.registry import Api, Reply, error_response, failure, json_response
 from node.api.requests import BadRequest, OpenLeaseRequest, TopUpRequest, parse_lease_id
+from node.api.schemas import LEASE, LEASE_DETAIL, LEASES, OPEN_LEASE, TOP_UP
 
 
 async def body_json(request: web.Request) -> object:
     try:
         return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequest("request body must be a JSON object") from exc
 
 
 def lease_id(request: web.Request) -> int:
     return parse_lease_id(request.match_info["lease_id"])
+
+
+ACTION_FAILURES = {
+    400: failure("Malformed input, an unknown lease or offer, or a node without a wallet"),
+    409: failure("A race the node can retry (e.g. the lease changed meanwhile)"),
+    422: failure("The contract refused the transaction (e.g. GPUs taken, deposit too low)"),
+    500: failure("The node could not carry it out (see its log)"),
+}
 
 
 def register(api: Api) -> None:
@@ -41,15 +50,13 @@ def register(api: Api) -> None:
     async def close(request: web.Request) -> web.Response:
         return json_response(await node.close_lease(lease_id(request)))
 
-    api.route("GET", "/v1/leases", leases, summary="Leases this node is party to", responses={200: Reply("Leases")})
+    api.route("GET", "/v1/leases", leases, summary="Leases this node is party to",
+              responses={200: Reply("Leases, oldest first", LEASES)})
     api.route("POST", "/v1/leases", open_lease, auth=True, summary="Open a lease from an offer in the book",
-              body={"type": "object", "required": ["offer_id", "gpus", "deposit"],
-                    "properties": {"offer_id": {"type": "string"}, "gpus": {"type": "integer"},
-                                   "deposit": {"type": "string"}, "job": {"type": "object"}}},
-              responses={201: Reply("Opened"), 401: Reply("No token")})
-    api.route("GET", "/v1/leases/{lease_id}", lease, summary="One lease with checkpoints and settlements",
-              responses={200: Reply("The lease"), 404: Reply("No such lease")})
-    api.route("POST", "/v1/leases/{lease_id}/topup", top_up, auth=True, summary="Add deposit",
-              responses={200: Reply("Topped up")})
+              body=OPEN_LEASE, responses={201: Reply("Opened: the new lease", LEASE), **ACTION_FAILURES})
+    api.route("GET", "/v1/leases/{lease_id}", lease, summary="One lease with checkpoints and notices",
+              responses={200: Reply("The lease", LEASE_DETAIL), 404: failure("This node is no party to that lease")})
+    api.route("POST", "/v1/leases/{lease_id}/topup", top_up, auth=True, summary="Add deposit to a lease",
+              body=TOP_UP, responses={200: Reply("Topped up: the lease", LEASE), **ACTION_FAILURES})
     api.route("POST", "/v1/leases/{lease_id}/close", close, auth=True, summary="Close a lease",
-              responses={200: Reply("Closed")})
+              responses={200: Reply("Closed: the lease", LEASE), **ACTION_FAILURES})

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from node.api.registry import Api, Reply, json_response
+from node.api.registry import Api, Reply, failure, json_response
+from node.api.schemas import CANCELLED, OFFERS, Schema
 
-FILTERS = ("model", "min_gpus", "min_vram", "max_price", "region", "duration", "limit")
+COUNT: Schema = {"type": "integer", "minimum": 0}
+FILTERS: dict[str, tuple[Schema, str]] = {
+    "model": ({"type": "string", "minLength": 1, "maxLength": 32}, "GPU model name, e.g. SIM-A100"),
+    "min_gpus": (COUNT, "at least this many GPUs free"),
+    "min_vram": (COUNT, "at least this much memory per GPU (MiB)"),
+    "max_price": (COUNT, "at most this price per GPU-second (token base units)"),
+    "region": ({"type": "string"}, "provider's region"),
+    "duration": (COUNT, "offers that allow a lease of this many seconds"),
+    "limit": (COUNT, "at most this many offers (default 50, at most 1000)"),
+}
+QUERY = [{"name": n, "in": "query", "required": False, "description": d, "schema": s} for n, (s, d) in FILTERS.items()]
 
 
 def register(api: Api) -> None:
@@ -18,9 +29,12 @@ def register(api: Api) -> None:
     async def cancel_offers(_: web.Request) -> web.Response:
         return json_response(await node.cancel_offers())
 
-    api.route("GET", "/v1/offers", offers, summary="Query the offer book (sorted by price)",
-              query=[{"name": n, "in": "query", "schema": {"type": "string"}} for n in FILTERS],
-              responses={200: Reply("Matching offers")})
+    api.route("GET", "/v1/offers", offers, summary="Query the offer book (sorted by price)", query=QUERY,
+              responses={200: Reply("Matching offers, cheapest first", OFFERS)})
     api.route("POST", "/v1/offers/cancel", cancel_offers, auth=True,
               summary="Provider: withdraw all own offers (gossip + cancelOffersBelow)",
-              responses={200: Reply("Offers withdrawn")})
+              responses={200: Reply("Offers withdrawn: the new nonce floor and its transaction", CANCELLED),
+                         400: failure("This node has no wallet, so no offers"),
+                         409: failure("A race the node can retry"),
+                         422: failure("The contract refused the transaction"),
+                         500: failure("The node could not carry it out (see its log)")})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.api.registry import Api, Reply, json_response
+from node.api.schemas import PEERS, STATUS
 
 
 def register(api: Api) -> None:
@@ -17,5 +18,5 @@ def register(api: Api) -> None:
         return json_response({"peers": await node.peers()})
 
     api.route("GET", "/v1/status", status, summary="Node identity, chain, peers, book size",
-              responses={200: Reply("The node's status")})
-    api.route("GET", "/v1/peers", peers, summary="Connected peers", responses={200: Reply("Connected peers")})
+              responses={200: Reply("The node's status", STATUS)})
+    api.route("GET", "/v1/peers", peers, summary="Connected peers", responses={200: Reply("Connected peers", PEERS)})
