@@ -4,7 +4,6 @@ heartbeats, checkpoints and job result off the lease stream, tops up and closes 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -26,6 +25,7 @@ from node.leases.ports import ChainPort, Clock, PeerTransport, lease_opened_in
 from node.leases.records import LeaseNotFound, LeaseRecord
 from node.leases.tasks import SingleFlight
 from node.protocol import lease as L
+from node.protocol.job_spec import job_spec_bytes as _job_spec_bytes
 from node.protocol.lease_messages import (
     PROTOCOL_ID,
     AckMessage,
@@ -34,6 +34,7 @@ from node.protocol.lease_messages import (
     ErrorMessage,
     HeartbeatMessage,
     JobResultMessage,
+    LogMessage,
     MsgType,
     decode_message,
     encode_message,
@@ -53,18 +54,13 @@ NodeKeyLookup = Callable[[str], bytes | None]
 NodeKeyRefresh = Callable[[str], Awaitable[bytes]]
 
 
+MAX_LOG_KEEP_BYTES = 8 * 1024 * 1024  # a lease's output kept by the consumer node (the oldest chunks go first)
+FAILED_REFUSED = "job_refused"  # the provider refused the job spec (beyond a cap, unsafe executor, ...)
+
+
 def job_spec_bytes(job: dict[str, Any]) -> bytes:
-    """Canonical JSON of a job request: {"argv": [...], "env": {...}, "timeout_s": n}."""
-    argv = job.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or len(argv) > MAX_JOB_ARGV:
-        raise ValueError("job.argv must be a non-empty list of strings")
-    env = job.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-        raise ValueError("job.env must map strings to strings")
-    timeout = job.get("timeout_s", 3600)
-    if not isinstance(timeout, int) or timeout <= 0:
-        raise ValueError("job.timeout_s must be a positive integer")
-    return json.dumps({"argv": argv, "env": env, "timeout_s": timeout}, sort_keys=True, separators=(",", ":")).encode()
+    """Canonical JSON of a job request, version 1 (argv) or 2 (image): see ``node.protocol.job_spec``."""
+    return _job_spec_bytes(job)
 
 
 def error_reply(lid: int, ref: MsgType, code: ErrorCode, message: str) -> bytes:
@@ -216,6 +212,11 @@ class ConsumerDriver:
                 if isinstance(answer, AckMessage):
                     self.runner.done(outbox_id)
                     return
+                if isinstance(answer, ErrorMessage) and answer.code is ErrorCode.JOB_SPEC_REJECTED:
+                    log.warning("job refused by the provider", extra={"lease_id": lid, "detail": answer.message})
+                    self.store.store_job_result(lid, -1, answer.message, False, done=outbox_id,
+                                                failure=FAILED_REFUSED)
+                    return
                 detail = answer.message if isinstance(answer, ErrorMessage) else "no answer"
                 log.info("job spec not taken yet", extra={"lease_id": lid, "detail": detail})
             except Exception as exc:
@@ -225,17 +226,21 @@ class ConsumerDriver:
         self.runner.done(outbox_id, "provider did not take the job spec")
 
     # ------------------------------------------------------------------------------------------ lease stream
-    async def on_message(self, peer: str, msg: HeartbeatMessage | CheckpointMessage | JobResultMessage
+    async def on_message(self, peer: str, msg: HeartbeatMessage | CheckpointMessage | JobResultMessage | LogMessage
                          ) -> bytes | None:
-        """A heartbeat, checkpoint or job result from a provider."""
+        """A heartbeat, checkpoint, job result or job output from a provider."""
         lid = msg.lease_id
         kind = MsgType.HEARTBEAT if isinstance(msg, HeartbeatMessage) else (
-            MsgType.CHECKPOINT if isinstance(msg, CheckpointMessage) else MsgType.JOB_RESULT)
+            MsgType.CHECKPOINT if isinstance(msg, CheckpointMessage) else (
+                MsgType.LOG if isinstance(msg, LogMessage) else MsgType.JOB_RESULT))
         rec = self.dispatcher.get(lid, L.Role.CONSUMER)
         if rec is None:
             return error_reply(lid, kind, ErrorCode.UNKNOWN_LEASE, "no such lease here")
         if peer != rec.peer:
             return error_reply(lid, kind, ErrorCode.UNKNOWN_LEASE, "sender is not the lease's provider node")
+        if isinstance(msg, LogMessage):  # output is kept apart from the lease's state: it never changes it
+            self.store.append_log(lid, msg.seq, msg.dropped, msg.text, MAX_LOG_KEEP_BYTES)
+            return encode_message(AckMessage(lid, kind, msg.seq))
         if isinstance(msg, CheckpointMessage) and msg.signed_cp == rec.state.beats.last_accepted:
             # sent again because our ack was lost (a restart between taking it and answering): already taken
             return encode_message(AckMessage(lid, kind))

@@ -142,6 +142,7 @@ class LeaseEngine:
         if registered is not None:  # on a running host: wait until libp2p serves the protocol
             await registered
         await self.dispatcher.replay()
+        await self.provider.end_lost_jobs()
         await self._find_pending_challenges()
         self.tasks.spawn(self._tick_loop())
         self.tasks.spawn(self.settlements.run())
@@ -251,6 +252,16 @@ class LeaseEngine:
 
     def views(self) -> list[dict[str, Any]]:
         return [self.view(r) for r in sorted(self.dispatcher, key=lambda r: r.key)]
+
+    def logs(self, lease_id: int, after: int = -1, limit: int = 256) -> dict[str, Any] | None:
+        """A consumer lease's job output kept here, chunks with seq > ``after``; ``done`` once the job result is in
+        (no more output will come). ``None``: no such lease."""
+        if self.dispatcher.get(lease_id, L.Role.CONSUMER) is None:
+            return None
+        chunks = self.store.logs(lease_id, after, limit)
+        done = self.store.job_result(lease_id) is not None
+        return {"lease_id": lease_id, "done": done and len(chunks) < limit,
+                "chunks": [{"seq": c.seq, "dropped": c.dropped, "text": c.text} for c in chunks]}
 
     def lease_detail(self, lease_id: int) -> dict[str, Any] | None:
         return lease_detail([r for r in self.dispatcher if r.lease_id == lease_id], self.store, self.notices)

@@ -4,7 +4,6 @@ lease: one meter tick per heartbeat interval, then the outgoing queue flushed in
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 
@@ -22,25 +21,29 @@ from node.leases.records import LeaseNotFound, LeaseRecord
 from node.leases.tasks import SingleFlight
 from node.protocol import lease as L
 from node.protocol.heartbeat import DeviceUsage, UsageSummary
+from node.protocol.job_spec import JobSpecError, decode_job_spec
 from node.protocol.lease_messages import (
     PROTOCOL_ID,
     AckMessage,
     ErrorCode,
     JobSpecMessage,
+    LogMessage,
     MsgType,
     decode_message,
     encode_message,
     open_job_spec,
     utf8_tail,
 )
-from node.provider.executor import ExecJob, Executor, JobHandle
+from node.provider.executor import ExecJob, Executor, InvalidJob, JobHandle, JobOutcome, JobResources
 from node.provider.gpus import GpuDevice
+from node.provider.log_stream import LogStream
 from node.provider.metering import UsageSampler
 from node.types import LeaseId
 
 log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = -1  # the job could not be reaped: no exit status
+FAILED_PROVIDER_RESTARTED = "provider_restarted"  # the provider restarted while the job ran: it was ended
 
 
 class ProviderDriver:
@@ -78,6 +81,22 @@ class ProviderDriver:
         """After a restart: serve a lease that is not over (metering resumes; the job itself did not survive)."""
         if rec.state.provider is not None and rec.state.status < L.LeaseStatus.FINALIZED:
             rec.serving = self.tasks.spawn(self._serve(rec))
+
+    async def end_lost_jobs(self) -> list[int]:
+        """After a restart: a job that was starting or running did not survive (its container, if any, was
+        removed as an orphan); its consumer is told with a job result whose failure says so. Returns the leases."""
+        ended = []
+        for rec in list(self.dispatcher):
+            side = rec.state.provider
+            if side is None or rec.job is not None or side.outcome is not None:
+                continue
+            if side.job in (L.JobPhase.STARTING, L.JobPhase.RUNNING):
+                log.warning("job ended by a provider restart", extra={"lease_id": rec.lease_id})
+                await self.dispatcher.apply(rec, L.JobEnded(L.JobEnd(
+                    EXIT_UNKNOWN, "the provider restarted while the job ran; the job was ended", _simulated(
+                        self.devices, side.devices), FAILED_PROVIDER_RESTARTED)))
+                ended.append(rec.lease_id)
+        return ended
 
     # ------------------------------------------------------------------------------------------ adoption
     async def adopt(self, lease_id: int) -> LeaseRecord:
@@ -152,8 +171,8 @@ class ProviderDriver:
         await self.dispatcher.apply(rec, L.ReceiveJobSpec(peer, job))  # StartJob runs before this returns
         side = rec.state.provider
         assert side is not None
-        if side.job is L.JobPhase.NONE:
-            return error_reply(lid, MsgType.JOB_SPEC, ErrorCode.MALFORMED, side.job_error)
+        if side.job is L.JobPhase.NONE:  # the executor refused it (beyond a cap, unsafe executor, bad image)
+            return error_reply(lid, MsgType.JOB_SPEC, ErrorCode.JOB_SPEC_REJECTED, side.job_error)
         log.info("job started", extra={"lease_id": lid, "devices": list(side.devices)})
         return encode_message(AckMessage(lid, MsgType.JOB_SPEC))
 
@@ -163,23 +182,30 @@ class ProviderDriver:
             self.runner.done(outbox_id, "no job to start")  # replayed after a restart: the job did not survive
             return
         devices = [d for d in self.devices if d.index in ev.devices]
+        stream = LogStream(lambda seq, text, dropped: self._send_log(ev.lease_id, ev.peer, seq, text, dropped))
         try:
-            job = ExecJob(argv=ev.job.argv, env=dict(ev.job.env), timeout_s=float(ev.job.timeout_s))
-            handle = await self.executor.start(LeaseId(ev.lease_id), job, devices)
+            job = exec_job(ev.job, consumer=rec.state.consumer)
+            handle = await self.executor.start(LeaseId(ev.lease_id), job, devices, on_output=stream.feed)
         except NodeError as exc:
             await self.dispatcher.apply(rec, L.JobStartFailed(str(exc)))
             self.runner.done(outbox_id, str(exc))
             return
+        stream.start()
         rec.job = handle
         await self.dispatcher.apply(rec, L.JobStarted(ev.peer))
         self.runner.done(outbox_id)
-        self.tasks.spawn(self._watch(rec, handle))
+        self.tasks.spawn(self._watch(rec, handle, stream))
 
-    async def _watch(self, rec: LeaseRecord, handle: JobHandle) -> None:
+    async def _send_log(self, lid: int, peer: str, seq: int, text: str, dropped: int) -> bool:
+        reply = await self.transport.request(peer, PROTOCOL_ID, encode_message(LogMessage(lid, seq, text, dropped)),
+                                             10.0)
+        return isinstance(decode_message(reply) if reply else None, AckMessage)
+
+    async def _watch(self, rec: LeaseRecord, handle: JobHandle, stream: LogStream | None = None) -> None:
         outcome = await handle.wait()
-        exit_code = outcome.exit_code if outcome.exit_code is not None else EXIT_UNKNOWN
-        await self.dispatcher.apply(rec, L.JobEnded(L.JobEnd(exit_code, utf8_tail(outcome.log_tail),
-                                                             outcome.simulated)))
+        if stream is not None:
+            await stream.close()
+        await self.dispatcher.apply(rec, L.JobEnded(job_end(outcome)))
 
     async def _stop_job(self, rec: LeaseRecord, ev: L.StopJob, outbox_id: int) -> None:
         if rec.job is not None and rec.job.running:
@@ -247,9 +273,37 @@ class ProviderDriver:
 
 
 def _job_request(spec: bytes) -> L.JobRequest:
-    """The job of a signed spec, checked the way the executor will take it."""
-    req = json.loads(spec)
-    job = L.JobRequest(argv=tuple(req["argv"]), env=tuple(sorted(dict(req.get("env", {})).items())),
-                       timeout_s=int(req.get("timeout_s", 3600)))
-    ExecJob(argv=job.argv, env=dict(job.env), timeout_s=float(job.timeout_s))  # raises InvalidJob
+    """The job of a signed spec (version 1 or 2), checked the way the executor will take it."""
+    try:
+        s = decode_job_spec(spec)
+    except JobSpecError as exc:
+        raise InvalidJob(str(exc)) from exc
+    job = L.JobRequest(argv=s.argv, env=s.env, timeout_s=s.timeout_s, image=s.image, resources=s.resources,
+                       ports=s.ports)
+    exec_job(job)  # raises InvalidJob
     return job
+
+
+def exec_job(job: L.JobRequest, consumer: str | None = None) -> ExecJob:
+    """What the executor runs for a job request; ``consumer``: the lease's consumer (a remote job)."""
+    memory, milli_cpus, shm, scratch = job.resources
+    resources = JobResources(memory_bytes=memory or None, cpus=milli_cpus / 1000 if milli_cpus else None,
+                             shm_bytes=shm or None, scratch_bytes=scratch or None)
+    return ExecJob(argv=job.argv, env=dict(job.env), timeout_s=float(job.timeout_s), image=job.image or None,
+                   resources=resources, ports=job.ports, consumer=consumer)
+
+
+def job_end(outcome: JobOutcome) -> L.JobEnd:
+    """How a job ended, as its consumer is told: the failure is the executor's (the job never ran), else why it
+    was killed (oom, timeout, stopped), else "error" when the runtime failed under it."""
+    exit_code = outcome.exit_code if outcome.exit_code is not None else EXIT_UNKNOWN
+    failure = outcome.failure or outcome.killed_reason or ("error" if outcome.error else "")
+    tail = outcome.log_tail
+    if outcome.error and failure:
+        tail = outcome.error.encode("utf-8", "replace") + b"\n" + tail
+    return L.JobEnd(exit_code, utf8_tail(tail), outcome.simulated, failure, outcome.image_digest or "")
+
+
+def _simulated(devices: tuple[GpuDevice, ...], indices: tuple[int, ...]) -> bool:
+    chosen = [d for d in devices if d.index in indices]
+    return all(d.simulated for d in chosen) if chosen else True
