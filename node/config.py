@@ -31,11 +31,21 @@ class ProviderConfig:
     # seconds of a lease's full usage served without settlement before the job is stopped and the latest
     # checkpoint claimed on-chain (0: ten checkpoint intervals, at least a minute)
     max_unsettled: float = 0.0
-    executor: str = "process"  # process | simulated
+    executor: str = "process"  # process | simulated | container
     work_dir: str = ""  # per-lease job directories (default: <data_dir>/jobs)
     # The process executor runs a job as the node's own user, with the node's files in reach: only for the
     # operator's own jobs unless this is switched on.
     allow_unsafe_process_executor: bool = False
+    # executor = "container": the Docker Engine API socket (Docker, or `podman system service`); "" finds one
+    container_socket: str = ""
+    gpu_mode: str = "cdi"  # cdi (Podman, Docker >= 25 with CDI) | nvidia (Docker with the NVIDIA toolkit)
+    allowed_images: tuple[str, ...] = ()  # registry/repository prefixes or sha256 digests; empty: any image
+    default_image: str = ""
+    allow_egress: bool = False  # containers get a network to the outside (never the host's loopback)
+    max_memory_mib: int = 65536  # caps of one job; a job asking for more is refused with the cap named
+    max_cpus: float = 16.0
+    max_shm_mib: int = 16384
+    max_scratch_mib: int = 102400
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +175,12 @@ def validate_config(cfg: NodeConfig) -> None:
         raise ConfigError("provider.min_duration must be > 0 and <= provider.max_duration")
     if p.offer_ttl < 10:
         raise ConfigError("provider.offer_ttl must be >= 10 seconds")
-    if p.executor not in ("process", "simulated"):
-        raise ConfigError("provider.executor must be 'process' or 'simulated'")
+    if p.executor not in ("process", "simulated", "container"):
+        raise ConfigError("provider.executor must be 'process', 'simulated' or 'container'")
+    if p.gpu_mode not in ("cdi", "nvidia"):
+        raise ConfigError("provider.gpu_mode must be 'cdi' or 'nvidia'")
+    if min(p.max_memory_mib, p.max_shm_mib, p.max_scratch_mib) <= 0 or p.max_cpus <= 0:
+        raise ConfigError("provider.max_memory_mib, max_cpus, max_shm_mib and max_scratch_mib must be > 0")
     if cfg.consumer.settle_every < 0 or cfg.consumer.auto_topup < 0:
         raise ConfigError("consumer.settle_every and consumer.auto_topup must be >= 0")
     if p.heartbeat_interval <= 0 or p.checkpoint_interval < p.heartbeat_interval:

@@ -80,6 +80,7 @@ class Node:
         self.supervisor = Supervisor("node")
         self.devices: tuple[GpuDevice, ...] = ()
         self.engine: LeaseEngine | None = None
+        self.executor_choice: Any = None  # node.provider.runtime.ExecutorChoice of a provider
         self.publisher: OfferPublisher | None = None
         self.api_url = ""
 
@@ -144,6 +145,15 @@ class Node:
                 config=cfg.provider, wallet_key=self.wallet_key, address=self.chain.address or "",
                 domain=self.domain, devices=self.devices, book=self.market, gossip=self.p2p, escrow=self.escrow,
                 nonces=self.stakes)
+            if cfg.provider.enabled:  # the runtime is checked, and a previous run's containers removed, first
+                from node.provider.runtime import choose_executor
+
+                self.executor_choice = await choose_executor(cfg.provider, self.data_dir,
+                                                             bytes(node_key.verify_key).hex()[:16])
+                log.info("executor", extra={"executor": self.executor_choice.kind,
+                                            "found": self.executor_choice.description})
+                if hasattr(self.executor_choice.executor, "close"):
+                    sup.cleanup("executor", self.executor_choice.executor.close)
             self.engine = self._make_lease_engine(self.wallet_key, node_key, self.publisher.on_capacity_change)
             self.publisher.busy_devices = self.engine.busy_devices
         elif cfg.provider.enabled:
@@ -187,7 +197,9 @@ class Node:
 
         cfg, pc = self.cfg, self.cfg.provider
         executor: Any
-        if pc.executor == "simulated":
+        if self.executor_choice is not None:
+            executor = self.executor_choice.executor
+        elif pc.executor == "simulated":
             executor = SimulatedExecutor()
         else:
             executor = ProcessExecutor(Path(pc.work_dir) if pc.work_dir else self.data_dir / "jobs")
@@ -276,6 +288,10 @@ class Node:
 
     def chain_events(self, limit: int) -> list[dict[str, Any]]:
         return self.events.latest(limit)
+
+    def lease_logs(self, lease_id: int, after: int = -1, limit: int = 256) -> dict[str, Any] | None:
+        """A consumer lease's job output kept by this node (see ``LeaseEngine.logs``)."""
+        return self.engine.logs(lease_id, after, limit) if self.engine is not None else None
 
     def _need_engine(self) -> LeaseEngine:
         if self.engine is None:
