@@ -95,7 +95,8 @@ def node_config(devnet: Devnet, data_dir: Path, *, account: int | None = None, p
         listen=("/ip4/127.0.0.1/tcp/0",), bootstrap=bootstrap, api_port=0, poll_interval=0.2,
         provider=ProviderConfig(enabled=provider, declared_gpus="2xSIM-A100:40960", price_per_gpu_second=PRICE,
                                 min_duration=5, max_duration=3600, offer_ttl=600, stake=1_000 * E18,
-                                heartbeat_interval=0.5, checkpoint_interval=1.5, executor="process"),
+                                heartbeat_interval=0.5, checkpoint_interval=1.5, executor="process",
+                                allow_unsafe_process_executor=True),
         consumer=replace(ConsumerConfig(settle_interval=0.5, settle_every=0.0), **consumer),
     )
 
