@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from node.api.registry import Api
-from node.api.routes import dashboard, docs, events, leases, metrics, offers, status
+from node.api.routes import dashboard, docs, events, leases, logs, metrics, offers, status
 
 ROUTES: tuple[Callable[[Api], None], ...] = (
     status.register,
     offers.register,
     leases.register,
+    logs.register,
     events.register,
     metrics.register,
     docs.register,
