@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY
 
 from node.api.requests import OpenLeaseRequest
 from node.api.server import make_app, start_api
-from node.chain.artifacts import Deployment, deployment_path, load_deployment
+from node.chain.artifacts import Deployment, find_deployment, load_deployment
 from node.chain.client import ChainClient, make_w3
 from node.chain.events import LogPoller
 from node.chain.proxies import Escrow, Staking, Token
@@ -104,11 +104,12 @@ class Node:
         cfg = self.cfg
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
+        sup.cleanup("data dir lock", lock_data_dir(self.data_dir))
         self.db = Database(self.data_dir / "node.sqlite")
         sup.cleanup("database", self.db.close)
         self.wallet_key = resolve_wallet(cfg.keystore, cfg.password_file, cfg.dev_account)
         chain_id = await _chain_id(cfg.rpc_url)
-        self.deployment = load_deployment(cfg.deployments or deployment_path(chain_id))
+        self.deployment = load_deployment(cfg.deployments or find_deployment(chain_id))
         self.chain = await ChainClient.connect(cfg.rpc_url, self.deployment, self.db, self.wallet_key)
         sup.cleanup("chain client", self.chain.close)
         self.address = self.chain.address
@@ -177,6 +178,7 @@ class Node:
             except Exception as exc:
                 log.warning("offer sync failed", extra={"peer_addr": addr, "error": repr(exc)[:200]})
         if cfg.provider.enabled and self.publisher is not None:
+            await self._check_stake()
             await register_provider(cfg.provider, self.chain.address or "", self.staking, self.token,
                                     self.deployment.staking, self.stakes, bytes(node_key.verify_key),
                                     self.p2p.listen_addrs)
@@ -188,6 +190,17 @@ class Node:
         self.api_url = f"http://{cfg.api_host}:{port}"
         self._write_info()
         log.info("node started", extra={"peer_id": self.p2p.peer_id, "api": self.api_url, "address": self.address})
+
+    async def _check_stake(self) -> None:
+        """A provider needs its stake before it starts: say which command puts it there."""
+        address = self.chain.address or ""
+        need = await self.staking.min_stake()
+        have = max(await self.staking.stake_of(address), self.cfg.provider.stake)
+        if have < need:
+            whole = -(-(need - have) // 10**18)
+            raise ConfigError(f"provider {address} has {have / 10**18:g} gDEV staked, the minimum is "
+                              f"{need / 10**18:g} gDEV: run `gpunet provider stake {whole}` with this node's wallet "
+                              "first (or set provider.stake in the config)")
 
     def _make_lease_engine(self, wallet_key: bytes, node_key: SigningKey,
                            on_capacity_change: Callable[[bytes], None]) -> LeaseEngine:
@@ -323,6 +336,29 @@ class Node:
     async def cancel_offers(self) -> dict[str, Any]:
         """Withdraw every offer of ours: signed withdrawal on gossip now, ``cancelOffersBelow`` on-chain."""
         return await self._need_publisher().cancel_all()
+
+
+def lock_data_dir(data_dir: Path) -> Callable[[], None]:
+    """Hold an exclusive lock on ``<data_dir>/lock`` while the node runs (two nodes on one directory would share a
+    key, a database and a wallet nonce); returns its release. Raises ``ConfigError`` if another process holds it."""
+    import fcntl
+
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise ConfigError(f"data directory {data_dir} is in use by another node (pid {holder or '?'}); "
+                          "stop it or give another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release() -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    return release
 
 
 async def _chain_id(rpc_url: str) -> int:

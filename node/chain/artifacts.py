@@ -107,6 +107,26 @@ def deployment_path(chain_id: int, directory: Path = DEPLOYMENTS_DIR) -> Path:
     return directory / f"{chain_id}.json"
 
 
+DEVNET_CHAIN_ID = 31337
+
+
+def devnet_dir() -> Path:
+    """Where ``gpunet devnet up`` keeps anvil's state and the deployments file: ``$GPUNET_HOME/devnet``."""
+    import os
+
+    return Path(os.environ.get("GPUNET_HOME") or Path.home() / ".gpunet") / "devnet"
+
+
+def find_deployment(chain_id: int) -> Path:
+    """The deployments file for a chain when none is configured: on the devnet the one ``gpunet devnet up``
+    wrote, else ``deployments/<chainId>.json`` in the repository."""
+    if chain_id == DEVNET_CHAIN_ID:
+        devnet = devnet_dir() / "deployments.json"
+        if devnet.exists():
+            return devnet
+    return deployment_path(chain_id)
+
+
 def load_deployment(path: Path) -> Deployment:
     if not path.exists():
         raise ConfigError(f"deployments file {path} not found: deploy first (gpunet deploy)")

@@ -5,9 +5,11 @@ Private keys are held as bytes in memory and never logged or printed (see ``node
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import stat
+import sys
 from pathlib import Path
 
 from eth_account import Account
@@ -20,8 +22,8 @@ def create_keystore(path: Path, password: str, private_key: bytes | None = None)
     """Write an encrypted keystore (0600) and return its checksummed address. Refuses to overwrite."""
     if path.exists():
         raise ConfigError(f"keystore {path} already exists; refusing to overwrite")
-    if len(password) < 8:
-        raise ConfigError("keystore password must be at least 8 characters")
+    if len(password) < MIN_PASSWORD:
+        raise ConfigError(f"keystore password must be at least {MIN_PASSWORD} characters")
     acct = Account.from_key(private_key) if private_key is not None else Account.create()
     blob = Account.encrypt(acct.key, password)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,16 +49,30 @@ def load_keystore(path: Path, password: str) -> bytes:
         raise ConfigError(f"keystore {path}: wrong password or corrupt file") from exc
 
 
-def read_password(password_file: Path | None) -> str:
+MIN_PASSWORD = 8
+
+
+def read_password(password_file: Path | None, *, confirm: bool = False, what: str = "keystore password") -> str:
+    """The keystore password from a file, ``GPUNET_KEYSTORE_PASSWORD`` or, on a terminal, a prompt (asked once;
+    with ``confirm`` (a new keystore) its length is checked before it is asked a second time)."""
     if password_file is not None:
         try:
             return Path(password_file).read_text().rstrip("\n")
         except FileNotFoundError as exc:
             raise ConfigError(f"password file {password_file} not found") from exc
     env = os.environ.get("GPUNET_KEYSTORE_PASSWORD")
-    if env is None:
-        raise ConfigError("keystore password missing: set password_file or GPUNET_KEYSTORE_PASSWORD")
-    return env
+    if env is not None:
+        return env
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise ConfigError("keystore password missing and no terminal to ask for it: give a password file "
+                          "(--password-file / password_file) or set GPUNET_KEYSTORE_PASSWORD")
+    password = getpass.getpass(f"{what}: ")
+    if confirm:
+        if len(password) < MIN_PASSWORD:
+            raise ConfigError(f"keystore password must be at least {MIN_PASSWORD} characters")
+        if getpass.getpass(f"{what} (again): ") != password:
+            raise ConfigError("the two passwords differ")
+    return password
 
 
 def resolve_wallet(keystore: Path | None, password_file: Path | None, dev_account: int | None) -> bytes | None:

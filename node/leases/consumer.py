@@ -106,6 +106,8 @@ class ConsumerDriver:
             raise ValueError("offer not in the book (expired, withdrawn or unknown)")
         so = entry.signed
         offer = so.offer
+        if offer.provider_address.lower() == self.address.lower():
+            raise ValueError("this is this node's own offer: a wallet cannot lease from itself")
         if not (0 < gpus <= offer.gpu_count):
             raise ValueError(f"gpus must be within 1..{offer.gpu_count}")
         node_key = await self._node_key_of(offer.provider_address)
@@ -205,6 +207,9 @@ class ConsumerDriver:
         data = encode_message(seal_job_spec(lid, auth + spec, self.node_key, ev.provider_node_key))
         delay = 0.2
         for _ in range(JOB_SPEC_ATTEMPTS):  # the provider may not have seen LeaseOpened yet
+            if rec.state.status > L.LeaseStatus.OPEN:  # closed meanwhile: no job to start any more
+                self.runner.done(outbox_id, "lease no longer open")
+                return
             peer = rec.peer
             try:
                 reply = await self.transport.request(peer or "", PROTOCOL_ID, data, 10.0)
