@@ -29,8 +29,10 @@ def _operation(r: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, reply in sorted(r.responses.items()):
         resp: dict[str, Any] = {"description": reply.description}
-        if reply.schema is not None:
-            resp["content"] = {reply.content_type: {"schema": reply.schema}}
+        content = {reply.content_type: reply.schema} if reply.schema is not None else {}
+        content.update(reply.also)
+        if content:
+            resp["content"] = {ct: {"schema": schema} for ct, schema in content.items()}
         responses[str(status)] = resp
     op["responses"] = responses
     return op

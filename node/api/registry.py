@@ -39,11 +39,13 @@ def error_response(status: int, message: str) -> web.Response:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One documented response: its description, and the schema of its body (None: no body described)."""
+    """One documented response: its description, and the schema of its body (None: no body described);
+    ``also`` maps further content types the same status may answer with (e.g. ``text/event-stream``) to theirs."""
 
     description: str
     schema: Schema | None = None
     content_type: str = "application/json"
+    also: Mapping[str, Schema] = field(default_factory=dict)
 
 
 def failure(description: str) -> Reply:

@@ -14,7 +14,7 @@ from node.api.requests import MAX_LEASE_ID, UINT32_MAX, UINT256_MAX
 Schema = dict[str, Any]
 
 AMOUNT: Schema = {"type": "string", "pattern": "^[0-9]{1,78}$", "description": "token base units, decimal"}
-AMOUNT_IN: Schema = {"oneOf": [{"type": "string", "pattern": "^[0-9]{1,78}$"},
+AMOUNT_IN: Schema = {"oneOf": [{"type": "string", "pattern": "^0*[1-9][0-9]*$", "maxLength": 78},
                                {"type": "integer", "minimum": 1, "maximum": UINT256_MAX}],
                      "description": "token base units: a decimal string or a JSON integer, at least 1"}
 ADDRESS: Schema = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}

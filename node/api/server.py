@@ -66,7 +66,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:  # aiohttp's own answers (unknown path, wrong method, body too large)
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        resp = error_response(exc.status, exc.reason)
+        if "Allow" in exc.headers:  # 405 names the methods the path has
+            resp.headers["Allow"] = exc.headers["Allow"]
+        return resp
     except (ConfigError, ValueError, KeyError) as exc:
         return error_response(400, str(exc))
     except TxFailed as exc:  # the contract refused the action (e.g. capacity taken, deposit too low)

@@ -9,7 +9,7 @@ from node.api.schemas import CANCELLED, OFFERS, Schema
 
 COUNT: Schema = {"type": "integer", "minimum": 0}
 FILTERS: dict[str, tuple[Schema, str]] = {
-    "model": ({"type": "string", "minLength": 1, "maxLength": 32}, "GPU model name, e.g. SIM-A100"),
+    "model": ({"type": "string", "maxLength": 32}, "GPU model name, e.g. SIM-A100 (empty: any)"),
     "min_gpus": (COUNT, "at least this many GPUs free"),
     "min_vram": (COUNT, "at least this much memory per GPU (MiB)"),
     "max_price": (COUNT, "at most this price per GPU-second (token base units)"),
