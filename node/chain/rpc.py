@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -151,6 +152,10 @@ class ResilientHTTPProvider(AsyncHTTPProvider):
         # web3's own retry covers a fixed list of methods and exception types: ours replaces it
         super().__init__(endpoint_uri, request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
                          exception_retry_configuration=None)
+        # web3 guards its session cache with ONE process-wide threading lock, taken in a worker thread; a request
+        # cancelled while that acquire is pending can leave it held, and then every request in the process hangs.
+        # A lock of our own confines that to this provider (whose owner is stopping when its requests are cancelled).
+        self._request_session_manager._lock = threading.Lock()
         self.health = ChainHealth()
         self.retry_for = retry_for
         self.backoff_initial = backoff_initial
