@@ -17,7 +17,7 @@ HEARTBEAT         3  the 224-byte signed heartbeat (its leaseId must equal the h
 CHECKPOINT        4  seq u64 | cumulativeGpuSeconds u64 | heartbeatHead bytes32 | timestamp u64 | sig 65 B
 ACK               5  refType u8 | refSeq u64
 ERROR             6  refType u8 | refSeq u64 | code u16 | len u16 | message UTF-8 (<= 256 B)
-LOG               7  seq u64 | dropped u64 | len u16 | output UTF-8 (1..16,384 B), cut on a character boundary
+LOG               7  seq u64 | dropped u64 | len u16 | output UTF-8 (1..49,152 B), cut on a character boundary
 =============  ====  ==========================================================================================
 
 ``LOG`` (provider -> consumer) carries the job's output while it runs, in order (``seq`` from 0); ``dropped`` is
@@ -48,7 +48,7 @@ WIRE_VERSION = 1
 MAX_JOB_SPEC_BYTES = 60_000
 MAX_LOG_TAIL_BYTES = 4_096
 MAX_ERROR_MESSAGE_BYTES = 256
-MAX_LOG_CHUNK_BYTES = 16_384
+MAX_LOG_CHUNK_BYTES = 49_152
 MAX_OUTCOME_FIELD_BYTES = 128
 MAX_MESSAGE_SIZE = 64 * 1024
 _HEADER = struct.Struct(">BB32s")

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from node.config import NodeConfig
+from node.protocol.lease_messages import MAX_LOG_CHUNK_BYTES
 from node.service import Node
 
 from .conftest import CONSUMER, E18, PRICE, PROVIDER, node_config, until
@@ -107,7 +108,7 @@ async def test_container_job_output_arrives_live_intact_and_the_digest_is_report
         assert not first["result_known"], "line-1 reached the consumer only after the job had ended"
         assert [c["seq"] for c in chunks] == list(range(len(chunks)))  # in order, none lost
         assert all(c["dropped"] == 0 for c in chunks)
-        assert all(len(c["text"].encode()) <= 16_384 for c in chunks)
+        assert all(len(c["text"].encode()) <= MAX_LOG_CHUNK_BYTES for c in chunks)
         assert text.startswith("line-1\nline-2\n") and "line-6\n" in text
         assert "bad:\ufffd\ufffd:end\n" in text  # bytes that are not UTF-8 arrive as U+FFFD, the rest intact
         assert "\u2588" * 8000 + "\ndone\n" in text  # the multi-byte progress bar, cut across chunks, intact
