@@ -2,6 +2,7 @@
 """Latency from a consumer's open command to the provider running the job, with two real node processes.
 
     .venv/bin/python scripts/bench_open_to_job.py [--leases 5] [--block-time 1] [--poll 0.02] [--json PATH]
+        [--executor process|simulated]
 
 Uses the demo's setup (node.demo): anvil, the contracts, funded dev wallets, a provider node and a consumer node
 (``python -m node.cli run``) talking libp2p over loopback. Then, ``--leases`` times in sequence: POST /v1/leases to
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -52,8 +54,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         write_config(workdir / "provider.toml", data_dir=pdir, rpc=anvil.url, deployments=dep_path,
                      account=PROVIDER, provider=True, bootstrap=[])
         cfg = workdir / "provider.toml"
-        cfg.write_text(cfg.read_text().replace('declared_gpus = "2xSIM-A100:40960"',
-                                               f'declared_gpus = "{PROVIDER_GPUS}xSIM-A100:40960"'))
+        text = cfg.read_text().replace('declared_gpus = "2xSIM-A100:40960"',
+                                       f'declared_gpus = "{PROVIDER_GPUS}xSIM-A100:40960"')
+        # the bench's own job on the operator's machine: the process executor may take it
+        cfg.write_text(re.sub(r'executor = "[a-z]+"',
+                              f'executor = "{args.executor}"\nallow_unsafe_process_executor = true', text))
         py = [sys.executable, "-m", "node.cli", "run", "--log-level", "INFO", "--config"]
         procs.start("provider node", [*py, str(cfg)], workdir / "provider.log")
         pinfo = wait(lambda: json.loads((pdir / "node.json").read_text()) if (pdir / "node.json").exists()
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             http(f"{cinfo['api']}/v1/leases/{lid}/close", {}, token)
         procs.check()
         return {
-            "block_time_s": args.block_time, "poll_s": args.poll, "leases": rows,
+            "block_time_s": args.block_time, "poll_s": args.poll, "executor": args.executor, "leases": rows,
             "open_rtt_s": stats([r["open_rtt_s"] for r in rows]),
             "open_to_job_s": stats([r["open_to_job_s"] for r in rows]),
             "opened_to_job_s": stats([r["opened_to_job_s"] for r in rows]),
@@ -121,6 +126,8 @@ def main() -> None:
     ap.add_argument("--block-time", type=float, default=1.0, help="anvil block time in seconds (0: automine)")
     ap.add_argument("--poll", type=float, default=0.02, help="interval of polling the provider's API, seconds")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--executor", choices=["simulated", "process"], default="process",
+                    help="the provider's executor (simulated: no process is started for the job)")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (node logs and data)")
     args = ap.parse_args()
     if not 1 <= args.leases <= PROVIDER_GPUS:

@@ -39,7 +39,8 @@ def _config(path: Path, data_dir: Path, devnet: Devnet, keystore: Path, password
         "bootstrap = [" + ", ".join(f'"{b}"' for b in bootstrap) + "]", "poll_interval = 0.2", "",
         "[provider]", f"enabled = {'true' if provider else 'false'}", 'declared_gpus = "2xSIM-A100:40960"',
         f"price_per_gpu_second = {PRICE}", "min_duration = 5", "max_duration = 3600", "offer_ttl = 600",
-        f"stake = {1000 * E18}", "heartbeat_interval = 0.5", "checkpoint_interval = 1.5", 'executor = "process"', "",
+        f"stake = {1000 * E18}", "heartbeat_interval = 0.5", "checkpoint_interval = 1.5", 'executor = "process"',
+        "allow_unsafe_process_executor = true", "",  # the test's own job
         "[consumer]", "settle_interval = 0.5", "settle_every = 0.0",
     ]
     path.write_text("\n".join(lines) + "\n")
