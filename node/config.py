@@ -31,6 +31,16 @@ class ProviderConfig:
     # seconds of a lease's full usage served without settlement before the job is stopped and the latest
     # checkpoint claimed on-chain (0: ten checkpoint intervals, at least a minute)
     max_unsettled: float = 0.0
+    # the offer's price: fixed (price_per_gpu_second) | market | utilisation (docs/market.md, "Provider pricing
+    # policies"); floor and ceiling in base units per GPU-second (0: half of, and four times, price_per_gpu_second)
+    pricing: str = "fixed"
+    price_floor: int = 0
+    price_ceiling: int = 0
+    price_percentile: int = 50  # market: the percentile of the other live offers of the same model and region
+    price_target: float = 0.6  # utilisation: the share of this provider's GPUs leased that the price steers to
+    price_step: float = 0.05  # utilisation: the most one move changes the price, as a share of it
+    price_deadband: float = 0.05  # utilisation: within target +- this the price holds
+    reannounce_interval: float = 900.0  # seconds: a new price is announced at most this often
     executor: str = "process"  # process | simulated | container
     work_dir: str = ""  # per-lease job directories (default: <data_dir>/jobs)
     # The process executor runs a job as the node's own user, with the node's files in reach: only for the
@@ -55,6 +65,9 @@ class ConsumerConfig:
     auto_topup: int = 0  # token base units added when a lease is about to run dry (0: only suggest a top-up)
     max_rejections: int = 3
     checkpoint_tolerance: int = 2  # seconds of GPU time per GPU allowed above wall-clock elapsed
+    # spend caps in token base units (0: none): a lease's deposit with its top-ups, and all deposits of a UTC day
+    max_spend_per_lease: int = 0
+    max_spend_per_day: int = 0
     # seconds without a heartbeat before the provider's liveness is challenged on-chain (0: 20 heartbeat
     # intervals, at least 30 s)
     challenge_after: float = 0.0
@@ -181,6 +194,18 @@ def validate_config(cfg: NodeConfig) -> None:
         raise ConfigError("provider.gpu_mode must be 'cdi' or 'nvidia'")
     if min(p.max_memory_mib, p.max_shm_mib, p.max_scratch_mib) <= 0 or p.max_cpus <= 0:
         raise ConfigError("provider.max_memory_mib, max_cpus, max_shm_mib and max_scratch_mib must be > 0")
+    if p.pricing not in ("fixed", "market", "utilisation"):
+        raise ConfigError("provider.pricing must be 'fixed', 'market' or 'utilisation'")
+    if p.price_floor < 0 or p.price_ceiling < 0 or (p.price_ceiling and p.price_floor > p.price_ceiling):
+        raise ConfigError("provider.price_floor and price_ceiling must be >= 0, the floor not above the ceiling")
+    if not (0 <= p.price_percentile <= 100 and 0 < p.price_target < 1 and 0 < p.price_step <= 1
+            and 0 <= p.price_deadband < 1):
+        raise ConfigError("provider.price_percentile must be in 0..100, price_target in (0, 1), price_step in "
+                          "(0, 1], price_deadband in [0, 1)")
+    if p.reannounce_interval <= 0:
+        raise ConfigError("provider.reannounce_interval must be > 0")
+    if cfg.consumer.max_spend_per_lease < 0 or cfg.consumer.max_spend_per_day < 0:
+        raise ConfigError("consumer.max_spend_per_lease and max_spend_per_day must be >= 0 (0: no cap)")
     if cfg.consumer.settle_every < 0 or cfg.consumer.auto_topup < 0:
         raise ConfigError("consumer.settle_every and consumer.auto_topup must be >= 0")
     if p.heartbeat_interval <= 0 or p.checkpoint_interval < p.heartbeat_interval:

@@ -40,11 +40,16 @@ from node.crypto.wallet import resolve_wallet
 from node.errors import ChainError, ConfigError
 from node.leases import LeaseEngine
 from node.leases.ports import ClientChain
+from node.leases.spend import SpendGuard, lease_spent, spend_guard, top_up_check
 from node.market import Market
+from node.market_feed import MarketFeed, block_time_reader, chain_handler
+from node.market_metrics import market_registry
+from node.market_service import MarketService
 from node.p2p.bridge import P2PNode
 from node.p2p.config import P2PConfig, offers_topic
 from node.p2p.keys import load_or_create_node_key
 from node.p2p.stable_addrs import remember_listen_addrs, stable_listen_addrs
+from node.protocol.lease import Role
 from node.provider.gpus import GpuDevice, inventory
 from node.provider.publisher import OfferPublisher, register_provider
 from node.storage.db import Database
@@ -72,6 +77,9 @@ class Node:
     market: Market
     events: ChainEventRouter
     p2p: P2PNode
+    market_feed: MarketFeed  # market figures and provider records (node.market_feed)
+    markets: MarketService
+    spend: SpendGuard
 
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
@@ -128,9 +136,13 @@ class Node:
         self.market.load()
         follow_stakes(self.stakes, self.market)
         self.events = ChainEventRouter(self.stakes, self.staking, self.escrow)
-        poller = LogPoller(self.chain.w3, self.db, [self.deployment.staking, self.deployment.escrow],
-                           self.chain.events, self.events, start_block=self.deployment.deploy_block,
-                           confirmations=cfg.confirmations, interval=cfg.poll_interval)
+        self.market_feed = MarketFeed(self.market.book, block_time_reader(self.chain.w3.eth.get_block))
+        contracts = [self.deployment.staking, self.deployment.escrow]
+        poller = LogPoller(self.chain.w3, self.db, contracts, self.chain.events,
+                           chain_handler(self.events, self.market_feed.on_chain_event),
+                           start_block=self.deployment.deploy_block, confirmations=cfg.confirmations,
+                           interval=cfg.poll_interval)
+        await self.market_feed.catch_up(poller, self.db, self.chain.events, contracts, self.deployment.deploy_block)
         head = int(await self.chain.w3.eth.block_number) - cfg.confirmations
         while poller.next_block <= head:  # catch up before anything reads the stake cache
             await poller.step()
@@ -157,8 +169,14 @@ class Node:
                     sup.cleanup("executor", self.executor_choice.executor.close)
             self.engine = self._make_lease_engine(self.wallet_key, node_key, self.publisher.on_capacity_change)
             self.publisher.busy_devices = self.engine.busy_devices
+            self.publisher.market_prices = self.market_feed.market_prices
         elif cfg.provider.enabled:
             raise ConfigError("a provider node needs a wallet (keystore or dev_account)")
+        self.spend = spend_guard(self.db, cfg.consumer)
+        if self.engine is not None:
+            self.engine.runner.spend_check = top_up_check(self.spend)
+        self.markets = MarketService(self.market_feed, self.market.book, self.spend,
+                                     self.engine.open_lease if self.engine is not None else None)
 
         await self.p2p.start()
         remember_listen_addrs(tuple(cfg.listen), self.p2p.listen_addrs, self.data_dir)
@@ -184,7 +202,8 @@ class Node:
                                     self.p2p.listen_addrs)
             sup.spawn("offer announcer", self.publisher.announce_loop(), essential=False)
 
-        app = make_app(self, self._api_token(), (REGISTRY, self.p2p.metrics.registry))
+        app = make_app(self, self._api_token(), (REGISTRY, self.p2p.metrics.registry,
+                                                      market_registry(self.market_feed)))
         runner, port = await start_api(app, cfg.api_host, cfg.api_port)
         sup.cleanup("api", runner.cleanup)
         self.api_url = f"http://{cfg.api_host}:{port}"
@@ -319,12 +338,16 @@ class Node:
     async def open_lease(self, request: OpenLeaseRequest | Mapping[str, Any]) -> dict[str, Any]:
         """``request`` as parsed by the API, or the same fields as a JSON-like mapping."""
         r = request if isinstance(request, OpenLeaseRequest) else OpenLeaseRequest.parse(request)
-        return await self._need_engine().open_lease(r.offer_id, r.gpus, r.deposit, r.job)
+        engine = self._need_engine()
+        self.spend.require(r.deposit)
+        return await engine.open_lease(r.offer_id, r.gpus, r.deposit, r.job)
 
     async def top_up(self, lease_id: int, amount: int) -> dict[str, Any]:
         if amount <= 0:
             raise ValueError("amount must be positive")
-        return await self._need_engine().top_up(lease_id, amount)
+        engine = self._need_engine()
+        self.spend.require(amount, lease_spent(engine.dispatcher.get(lease_id, Role.CONSUMER)), "top-up")
+        return await engine.top_up(lease_id, amount)
 
     async def close_lease(self, lease_id: int) -> dict[str, Any]:
         return await self._need_engine().close_lease(lease_id)

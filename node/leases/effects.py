@@ -46,6 +46,8 @@ class EffectRunner:
         self.notices: list[dict[str, Any]] = []
         self.gas: list[dict[str, Any]] = []  # kind, lease_id, gas of our transactions, for the summary
         self.settlements: dict[int, L.ContractSendSettle] = {}  # due settlements, batched by the settle loop
+        # a top-up refused by a spend cap: (lease, amount) -> the reason, or None to go ahead
+        self.spend_check: Callable[[LeaseRecord, int], str | None] = lambda rec, amount: None
         self._handlers: dict[type, Handler] = {}
         self.on(L.StoreHeartbeat, self._store_heartbeat)
         self.on(L.StoreCheckpoint, self._store_checkpoint)
@@ -197,6 +199,11 @@ class EffectRunner:
     async def _top_up(self, rec: LeaseRecord, ev: L.ContractSendTopUp, outbox_id: int) -> None:
         lid = ev.lease_id
         key = f"topup:{lid}:{outbox_id}"
+        refused = self.spend_check(rec, ev.amount)
+        if refused:
+            self.done(outbox_id, refused)
+            await self.dispatcher.apply(rec, L.ContractReceiveTopUpFailed(lid, ev.amount, refused))
+            return
         try:
             await self.token.ensure_allowance(f"approve:{key}", self.domain.verifying_contract, ev.amount)
             await self.escrow.top_up(key, lid, ev.amount)

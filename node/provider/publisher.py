@@ -14,6 +14,14 @@ Rules, in the order ``publish`` applies them:
 ``announce_loop`` publishes at half the offer's lifetime, and at once when ``on_capacity_change`` says GPUs were
 taken or freed by a lease of an *older* offer (the live offer's own leases are counted on-chain, and a later lease of
 the same offer is ~80k gas cheaper to open than the first lease of a new one), or when nothing is free any more.
+
+Price: the pricing policy of ``ProviderConfig.pricing`` (``node.protocol.pricing``: ``fixed``, the configured price
+and the default; ``market``; ``utilisation``) is asked once per ``reannounce_interval``; ``pricing.update`` announces
+a new price only when it changed and the interval since the last price announcement has passed, so price moves
+reach gossip at most once per interval. Re-announcements for capacity or expiry in between carry the current
+price. A running lease keeps the price it was opened at: the escrow stores it at open and settles at it.
+Utilisation is this provider's own: GPUs that leases hold over all its GPUs. ``market`` reads the live prices of
+the same GPU model and region (``market_prices``), without this provider's own offer.
 """
 
 from __future__ import annotations
@@ -33,7 +41,25 @@ from node.config import ProviderConfig
 from node.crypto.eip712 import Domain
 from node.errors import ConfigError, NodeError
 from node.market import offer_view
-from node.protocol.offers import Offer, OfferSpec, SignedOffer, gpu_model_from_name, sign_offer, spec_hash
+from node.protocol.offers import (
+    Offer,
+    OfferSpec,
+    SignedOffer,
+    gpu_model_from_name,
+    gpu_model_name,
+    sign_offer,
+    spec_hash,
+)
+from node.protocol.pricing import (
+    BPS,
+    FixedPolicy,
+    MarketPolicy,
+    Policy,
+    PricingInputs,
+    PricingState,
+    UtilisationPolicy,
+    update,
+)
 from node.provider.gpus import GpuDevice
 
 log = logging.getLogger(__name__)
@@ -59,6 +85,30 @@ class NonceFloorPort(Protocol):
     def raise_nonce(self, provider: bytes, nonce: int) -> None: ...
 
 
+MarketPrices = Callable[[str, str | None, int | None], list[int]]
+
+
+def pricing_policy(pc: ProviderConfig) -> Policy:
+    """The policy ``pc`` configures (see ``ProviderConfig``); raises ``ConfigError`` for values it cannot use."""
+    from node.protocol.pricing import PricingError
+
+    base = pc.price_per_gpu_second
+    floor = pc.price_floor or max(1, base // 2)
+    ceiling = pc.price_ceiling or max(floor, base * 4)
+    try:
+        if pc.pricing == "fixed":
+            return FixedPolicy(base)
+        if pc.pricing == "market":
+            return MarketPolicy(pc.price_percentile, floor, ceiling)
+        if pc.pricing == "utilisation":
+            return UtilisationPolicy(floor, ceiling, target_bps=round(pc.price_target * BPS),
+                                     max_step_bps=max(1, round(pc.price_step * BPS)),
+                                     deadband_bps=round(pc.price_deadband * BPS))
+    except PricingError as exc:
+        raise ConfigError(f"provider pricing: {exc}") from exc
+    raise ConfigError(f"provider.pricing {pc.pricing!r}: fixed, market or utilisation")
+
+
 class OfferPublisher:
     def __init__(self, *, config: ProviderConfig, wallet_key: bytes, address: str, domain: Domain,
                  devices: tuple[GpuDevice, ...], book: OfferBookPort, gossip: GossipPort, escrow: OfferCancelPort,
@@ -79,6 +129,48 @@ class OfferPublisher:
         self.live_offer_id: bytes | None = None
         self.published: list[dict[str, Any]] = []  # views of the last offers, newest last
         self.capacity_changed = asyncio.Event()
+        self.policy = pricing_policy(config)
+        start = min(max(config.price_per_gpu_second, getattr(self.policy, "floor", 1)),
+                    getattr(self.policy, "ceiling", config.price_per_gpu_second))
+        self.pricing = PricingState(start)
+        self.price_changes: list[tuple[float, int]] = []  # (when, new price) of every price announcement
+        self.market_prices: MarketPrices = lambda model, region, exclude: []
+        self._next_reprice = 0.0
+
+    @property
+    def price(self) -> int:
+        """The price per GPU-second the next offer carries."""
+        return self.pricing.price
+
+    def reprice(self, now: float) -> bool:
+        """Ask the policy once per ``reannounce_interval``; True when a new price is to be announced now."""
+        if isinstance(self.policy, FixedPolicy) or now < self._next_reprice or not self.devices:
+            return False
+        interval = self.config.reannounce_interval
+        self._next_reprice = now + interval
+        total, busy = len(self.devices), len(self.busy_devices())
+        prices: list[int] = []
+        if isinstance(self.policy, MarketPolicy):
+            model = gpu_model_name(gpu_model_from_name(self.devices[0].name[:32]))
+            prices = self.market_prices(model, self.config.region, self.price if self.live_offer_id else None)
+        decision = update(self.policy, self.pricing, PricingInputs(gpus_total=total, gpus_leased=busy,
+                                                                   market_prices=prices),
+                          int(now), max(1, round(interval)))
+        if not decision.announce:
+            return False
+        changed = decision.state.price != self.pricing.price or self.pricing.announced_at is None
+        self.pricing = decision.state
+        if changed:
+            self.price_changes.append((now, decision.state.price))
+            del self.price_changes[:-KEEP_PUBLISHED]
+            log.info("offer price set", extra={"price_per_gpu_second": decision.state.price, "gpus_leased": busy,
+                                               "gpus": total, "policy": self.config.pricing})
+        return True
+
+    def next_reprice_in(self, now: float) -> float:
+        if isinstance(self.policy, FixedPolicy):
+            return float("inf")
+        return max(0.0, self._next_reprice - now)
 
     def free_devices(self) -> list[GpuDevice]:
         busy = self.busy_devices()
@@ -115,7 +207,7 @@ class OfferPublisher:
         previous = self.nonce
         offer = Offer(provider=self.provider, nonce=self._next_nonce(),
                       gpu_model=gpu_model_from_name(free[0].name[:32]), gpu_count=len(free),
-                      vram_mib=min(d.memory_mib for d in free), price_per_gpu_second=pc.price_per_gpu_second,
+                      vram_mib=min(d.memory_mib for d in free), price_per_gpu_second=self.price,
                       min_duration=pc.min_duration, max_duration=pc.max_duration,
                       expires_at=int(self.clock()) + pc.offer_ttl, spec_hash=spec_hash(spec))
         so = sign_offer(offer, spec, self.wallet_key, self.domain)
@@ -128,7 +220,7 @@ class OfferPublisher:
             except NodeError as exc:  # the new offer is out; the old one expires on its own
                 log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
         self.live_offer_id = bytes(offer.struct_hash())
-        view = offer_view(offer.struct_hash(), so)
+        view = {**offer_view(offer.struct_hash(), so), "published_at": self.clock()}
         self.published.append(view)
         del self.published[:-KEEP_PUBLISHED]
         log.info("offer published", extra={"offer_id": view["offer_id"], "gpus": offer.gpu_count})
@@ -147,15 +239,26 @@ class OfferPublisher:
         return {"nonce_below": below, "tx": r.tx_hash}
 
     async def announce_loop(self) -> None:
-        """Publish now, then at the offer's half-life or when capacity changes; runs until cancelled."""
+        """Publish now, then at the offer's half-life, when capacity changes, or when the pricing policy announces
+        a new price (asked once per ``reannounce_interval``); runs until cancelled."""
+        refresh_at = 0.0
+        capacity = True
         while True:
             self.capacity_changed.clear()
-            try:
-                await self.publish()
-            except Exception as exc:  # RPC or gossip trouble: try again at the next occasion
-                log.warning("offer publish failed", extra={"error": repr(exc)[:300]})
+            now = self.clock()
+            repriced = self.reprice(now)
+            if capacity or repriced or now >= refresh_at:
+                try:
+                    await self.publish()
+                except Exception as exc:  # RPC or gossip trouble: try again at the next occasion
+                    log.warning("offer publish failed", extra={"error": repr(exc)[:300]})
+                refresh_at = self.clock() + max(5.0, self.config.offer_ttl / 2)
+            now = self.clock()
+            wait = max(0.05, min(refresh_at - now, self.next_reprice_in(now)))
+            capacity = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.capacity_changed.wait(), timeout=max(5.0, self.config.offer_ttl / 2))
+                await asyncio.wait_for(self.capacity_changed.wait(), timeout=wait)
+                capacity = True
 
 
 async def register_provider(config: ProviderConfig, address: str, staking: Staking, token: Token, staking_address: str,
