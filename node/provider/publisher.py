@@ -270,7 +270,7 @@ async def register_provider(config: ProviderConfig, address: str, staking: Staki
             need = config.stake - have
             if await token.balance(address) < need:
                 raise ConfigError(f"wallet {address} holds less than the {need} tokens needed to stake")
-            await token.ensure_allowance(f"approve-stake:{address}:{config.stake}", staking_address, need)
+            await token.ensure_allowance(f"approve-stake:{address}:{config.stake}:{have}", staking_address, need)
             await staking.stake(f"stake:{address}:{config.stake}:{have}", need)
     if await staking.node_key(address) != node_pub:
         await staking.register(f"register:{address}:{node_pub.hex()[:16]}", node_pub, ",".join(listen_addrs)[:512])
