@@ -37,6 +37,7 @@ from node.crypto.nodekey import peer_id_of_node_key  # noqa: E402
 from node.p2p import framing, sync  # noqa: E402
 from node.p2p.config import LEASE_PROTOCOL, SYNC_PROTOCOL, GossipParams, offers_topic  # noqa: E402
 from node.protocol import heartbeat as hb  # noqa: E402
+from node.protocol import job_spec  # noqa: E402
 from node.protocol import lease_messages as lm  # noqa: E402
 from node.protocol import offer_validation as ov  # noqa: E402
 from node.protocol import offers as O  # noqa: E402
@@ -702,8 +703,25 @@ def checkpoint_vectors() -> dict[str, Any]:
 JOB = {"argv": ["python3", "-c", "print('hello')"], "env": {"LANG": "C.UTF-8"}, "timeout_s": 600}
 
 
+JOB_V2 = {"version": 2, "image": "ghcr.io/acme/infer@sha256:" + "ab" * 32, "command": ["python3", "-m", "serve"],
+          "args": ["--port", "8000"], "env": {"MODEL": "tiny"}, "timeout_s": 3600,
+          "resources": {"memory_bytes": 8 * 2**30, "milli_cpus": 2500, "shm_bytes": 2**30}, "ports": [8000, 22]}
+
+
 def job_json(job: dict[str, Any]) -> bytes:
     return json.dumps(job, sort_keys=True, separators=(",", ":")).encode()
+
+
+def job_version_vectors() -> list[dict[str, Any]]:
+    """Each version's job as a consumer gives it, its canonical bytes (what the signature's specHash covers)."""
+    out = []
+    for name, given in (("v1", JOB), ("v1_defaults", {"argv": ["nvidia-smi"]}), ("v2", JOB_V2),
+                        ("v2_minimal", {"image": "busybox", "command": ["sh", "-c", "echo hi"]})):
+        canonical = job_spec.job_spec_bytes(given)
+        assert job_spec.decode_job_spec(canonical) == job_spec.parse_job(given)
+        out.append({"name": name, "given": given, "canonical": canonical.decode(),
+                    "specHash": hx(O.keccak256(canonical))})
+    return out
 
 
 def job_spec_vectors() -> dict[str, Any]:
@@ -741,6 +759,7 @@ def job_spec_vectors() -> dict[str, Any]:
                        "signed by the consumer wallet under keys.json's domain, and the NaCl box (fixed nonce) "
                        "from the consumer node key to the provider node key of leaseId || signature || job JSON.",
         "jobJson": spec.decode(),
+        "versions": job_version_vectors(),
         "signature": {"leaseId": dec(LEASE_ID), "specHash": hx(spec_hash), "consumerNodeKey": hx(consumer_node),
                       "structHash": hx(struct), "digest": hx(dig), "signature": hx(auth),
                       "signer": hx(eip712.recover_raw(dig, auth)), "consumer": hx(CONSUMER),
@@ -757,7 +776,11 @@ def lease_fields(msg: lm.LeaseMessage) -> dict[str, Any]:
         return {"type": "JOB_SPEC", "leaseId": dec(msg.lease_id), "sealed": hx(msg.sealed)}
     if isinstance(msg, lm.JobResultMessage):
         return {"type": "JOB_RESULT", "leaseId": dec(msg.lease_id), "exitCode": msg.exit_code,
-                "simulated": msg.simulated, "logTail": msg.log_tail}
+                "simulated": msg.simulated, "logTail": msg.log_tail, "failure": msg.failure,
+                "imageDigest": msg.image_digest}
+    if isinstance(msg, lm.LogMessage):
+        return {"type": "LOG", "leaseId": dec(msg.lease_id), "seq": dec(msg.seq), "dropped": dec(msg.dropped),
+                "text": msg.text}
     if isinstance(msg, lm.HeartbeatMessage):
         return {"type": "HEARTBEAT", "leaseId": dec(msg.lease_id), "heartbeat": hx(msg.signed)}
     if isinstance(msg, lm.CheckpointMessage):
@@ -781,6 +804,13 @@ def lease_message_vectors() -> dict[str, Any]:
         ("job_result_ok", lm.JobResultMessage(LEASE_ID, 0, "done\n", False)),
         ("job_result_killed_simulated_utf8", lm.JobResultMessage(LEASE_ID, -9, "progress █▌ 42%\n", True)),
         ("job_result_max_log", lm.JobResultMessage(LEASE_ID, 1, "█" * 1365 + "x", False)),
+        ("job_result_oom_with_digest", lm.JobResultMessage(LEASE_ID, 137, "Killed\n", False, "oom",
+                                                           "localhost/infer@sha256:" + "cd" * 32)),
+        ("job_result_image_not_allowed", lm.JobResultMessage(LEASE_ID, -1, "", False, "image_not_allowed")),
+        ("job_result_digest_only", lm.JobResultMessage(LEASE_ID, 0, "ok\n", True, "", "sha256:" + "ef" * 32)),
+        ("log_first_line", lm.LogMessage(LEASE_ID, 0, "line-1\n")),
+        ("log_after_drop_multibyte", lm.LogMessage(LEASE_ID, 7, "█" * 100 + "\ufffd", 1_048_576)),
+        ("log_max_chunk", lm.LogMessage(LEASE_ID, 2**64 - 1, "█" * (lm.MAX_LOG_CHUNK_BYTES // 3), 2**64 - 1)),
         ("heartbeat", lm.HeartbeatMessage(LEASE_ID, b1)),
         ("checkpoint", lm.CheckpointMessage(cp)),
         ("ack_heartbeat", lm.AckMessage(LEASE_ID, lm.MsgType.HEARTBEAT)),
@@ -802,12 +832,14 @@ def lease_message_vectors() -> dict[str, Any]:
     err = lm.encode_message(lm.ErrorMessage(LEASE_ID, lm.MsgType.CHECKPOINT, 0, lm.ErrorCode.MALFORMED, "x"))
     ack = lm.encode_message(lm.AckMessage(LEASE_ID, lm.MsgType.HEARTBEAT))
     js = lm.encode_message(sealed)
+    oom = lm.encode_message(lm.JobResultMessage(LEASE_ID, 137, "", False, "oom", ""))
+    log1 = lm.encode_message(lm.LogMessage(LEASE_ID, 0, "abc"))
     lease_hdr = (1).to_bytes(1, "big")
     invalid: list[tuple[str, bytes]] = [
         ("shorter_than_header", ack[:33]),
         ("version_2", replace_at(ack, 0, b"\x02")),
         ("type_0", replace_at(ack, 1, b"\x00")),
-        ("type_7", replace_at(ack, 1, b"\x07")),
+        ("type_8", replace_at(ack, 1, b"\x08")),
         ("heartbeat_lease_id_differs", replace_at(hb_msg, 33, b"\x00" + (LEASE_ID + 1).to_bytes(32, "big")[1:])),
         ("heartbeat_short", hb_msg[:-1]),
         ("checkpoint_trailing", lm.encode_message(lm.CheckpointMessage(cp)) + b"\x00"),
@@ -815,7 +847,17 @@ def lease_message_vectors() -> dict[str, Any]:
         ("job_spec_sealed_too_small", replace_at(js, 34, (71).to_bytes(4, "big"))[: 34 + 4 + 71]),
         ("job_spec_sealed_too_large", lease_hdr + b"\x01" + js[2:34] + (60_073).to_bytes(4, "big")),
         ("job_spec_length_mismatch", js + b"\x00"),
-        ("job_result_unknown_flag", replace_at(ok, 38, b"\x02")),
+        ("job_result_unknown_flag", replace_at(ok, 38, b"\x04")),
+        ("job_result_outcome_flag_without_outcome", replace_at(ok, 38, b"\x02")),
+        ("job_result_outcome_both_empty", ok[:38] + b"\x02" + ok[39:] + b"\x00\x00"),
+        ("job_result_failure_not_ascii", oom[:-5] + b"\x04o\xc3\xa9m\x00"),
+        ("job_result_failure_truncated", oom[:-2]),
+        ("job_result_outcome_trailing", oom + b"\x00"),
+        ("log_empty", log1[:34 + 16] + b"\x00\x00"),
+        ("log_over_max", log1[:34 + 16] + (lm.MAX_LOG_CHUNK_BYTES + 1).to_bytes(2, "big")
+         + b"a" * (lm.MAX_LOG_CHUNK_BYTES + 1)),
+        ("log_bad_utf8", log1[:-1] + b"\xff"),
+        ("log_length_mismatch", log1 + b"d"),
         ("job_result_log_4097", replace_at(ok, 39, (4097).to_bytes(2, "big"))),
         ("job_result_bad_utf8", ok[:-1] + b"\xff"),
         ("job_result_short", ok[:38]),

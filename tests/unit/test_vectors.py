@@ -25,6 +25,7 @@ from node.crypto.nodekey import peer_id_of_node_key
 from node.p2p import framing, sync
 from node.p2p.config import offers_topic
 from node.protocol import heartbeat as hb
+from node.protocol import job_spec
 from node.protocol import lease_messages as lm
 from node.protocol import offer_validation as ov
 from node.protocol import offers as O
@@ -350,6 +351,14 @@ def test_job_spec_box_open_vector(v: dict[str, Any]) -> None:
         assert str(err.value) == v["error"]
 
 
+@pytest.mark.parametrize("v", JOB_SPEC["versions"], ids=ids(JOB_SPEC["versions"]))
+def test_job_spec_version_vector(v: dict[str, Any]) -> None:
+    canonical = v["canonical"].encode()
+    assert job_spec.job_spec_bytes(v["given"]) == canonical
+    assert job_spec.decode_job_spec(canonical) == job_spec.parse_job(v["given"])
+    assert O.keccak256(canonical) == raw(v["specHash"])
+
+
 LEASE = load("lease_messages")
 
 
@@ -358,7 +367,9 @@ def lease_from_fields(f: dict[str, Any]) -> lm.LeaseMessage:
     if kind == "JOB_SPEC":
         return lm.JobSpecMessage(lid, raw(f["sealed"]))
     if kind == "JOB_RESULT":
-        return lm.JobResultMessage(lid, f["exitCode"], f["logTail"], f["simulated"])
+        return lm.JobResultMessage(lid, f["exitCode"], f["logTail"], f["simulated"], f["failure"], f["imageDigest"])
+    if kind == "LOG":
+        return lm.LogMessage(lid, int(f["seq"]), f["text"], int(f["dropped"]))
     if kind == "HEARTBEAT":
         return lm.HeartbeatMessage(lid, raw(f["heartbeat"]))
     if kind == "CHECKPOINT":

@@ -451,7 +451,9 @@ export function openJobSpec(leaseId, sealed, recipientSeed, senderNodeKey) {
 // ---------------------------------------------------------------------------------------------------------------
 // Lease stream messages
 
-export const MSG_TYPES = ['', 'JOB_SPEC', 'JOB_RESULT', 'HEARTBEAT', 'CHECKPOINT', 'ACK', 'ERROR'];
+export const MSG_TYPES = ['', 'JOB_SPEC', 'JOB_RESULT', 'HEARTBEAT', 'CHECKPOINT', 'ACK', 'ERROR', 'LOG'];
+const MAX_LOG_CHUNK = 49152;
+const MAX_OUTCOME_FIELD = 128;
 export const ERROR_CODES = ['', 'MALFORMED', 'UNKNOWN_LEASE', 'HEARTBEAT_REJECTED', 'CHECKPOINT_REJECTED',
   'JOB_SPEC_REJECTED', 'INTERNAL'];
 const MAX_LEASE_MESSAGE = 65536;
@@ -495,10 +497,37 @@ export function decodeLeaseMessage(data) {
       const exitCode = new DataView(body.buffer, body.byteOffset, 4).getInt32(0, false);
       const flags = body[4];
       const n = Number(beInt(body.subarray(5, 7)));
-      if (flags & ~1) throw new DecodeError('flags');
+      if (flags & ~3) throw new DecodeError('flags');
       if (n > 4096) throw new DecodeError('log too long');
-      exact(7 + n);
-      return { type, leaseId, exitCode, simulated: flags === 1, logTail: text(body.subarray(7)) };
+      if (body.length < 7 + n) throw new DecodeError('log tail truncated');
+      const logTail = text(body.subarray(7, 7 + n));
+      let at = 7 + n;
+      const ascii = () => {
+        if (at >= body.length) throw new DecodeError('outcome missing');
+        const len = body[at];
+        if (len > MAX_OUTCOME_FIELD || at + 1 + len > body.length) throw new DecodeError('outcome truncated');
+        const raw = body.subarray(at + 1, at + 1 + len);
+        if (raw.some((c) => c < 0x20 || c > 0x7e)) throw new DecodeError('outcome not printable ASCII');
+        at += 1 + len;
+        return String.fromCharCode(...raw);
+      };
+      let failure = '';
+      let imageDigest = '';
+      if (flags & 2) {
+        failure = ascii();
+        imageDigest = ascii();
+        if (!failure && !imageDigest) throw new DecodeError('outcome flag with no outcome');
+      }
+      exact(at);
+      return { type, leaseId, exitCode, simulated: (flags & 1) === 1, logTail, failure, imageDigest };
+    }
+    case 'LOG': {
+      if (body.length < 18) throw new DecodeError('log short');
+      const n = Number(beInt(body.subarray(16, 18)));
+      if (n < 1 || n > MAX_LOG_CHUNK) throw new DecodeError('log chunk size');
+      exact(18 + n);
+      return { type, leaseId, seq: beInt(body.subarray(0, 8)), dropped: beInt(body.subarray(8, 16)),
+        text: text(body.subarray(18)) };
     }
     case 'HEARTBEAT':
       exact(224);
@@ -534,9 +563,16 @@ export function encodeLeaseMessage(m) {
       const log = utf8.encode(m.logTail);
       const fixed = new Uint8Array(7);
       new DataView(fixed.buffer).setInt32(0, m.exitCode, false);
-      fixed[4] = m.simulated ? 1 : 0;
+      const extended = Boolean(m.failure || m.imageDigest);
+      fixed[4] = (m.simulated ? 1 : 0) | (extended ? 2 : 0);
       fixed.set(beBytes(log.length, 2), 5);
-      return concat(head, fixed, log);
+      if (!extended) return concat(head, fixed, log);
+      const field = (s) => concat(Uint8Array.of(s.length), utf8.encode(s));
+      return concat(head, fixed, log, field(m.failure || ''), field(m.imageDigest || ''));
+    }
+    case 'LOG': {
+      const t = utf8.encode(m.text);
+      return concat(head, beBytes(m.seq, 8), beBytes(m.dropped, 8), beBytes(t.length, 2), t);
     }
     case 'HEARTBEAT':
       return concat(head, m.heartbeat);

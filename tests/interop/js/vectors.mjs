@@ -255,6 +255,26 @@ check('job_spec/signature', () => {
   const plain = raw(good.plaintext);
   sameBytes('plaintext layout', plain, C.concat(C.beBytes(s.leaseId, 32), raw(s.signature), json));
 });
+// canonical job JSON of each version: keys sorted at every level, no whitespace, ports sorted, every resource
+// written (ASCII examples: Python writes
+// non-ASCII as \\u escapes, which JSON.stringify does not)
+function canonicalJson(value) {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+for (const v of job.versions) {
+  check(`job_spec/versions/${v.name}`, () => {
+    const parsed = JSON.parse(v.canonical);
+    if (canonicalJson(parsed) !== v.canonical) throw new Error('canonical form differs');
+    for (const [k, given] of Object.entries(v.given)) {
+      if (!['resources', 'ports'].includes(k) && canonicalJson(given) !== canonicalJson(parsed[k])) throw new Error(`field ${k} differs`);
+    }
+    sameBytes('spec hash', C.keccak(new TextEncoder().encode(v.canonical)), raw(v.specHash));
+  });
+}
 for (const v of job.box.opens) {
   check(`job_spec/box/${v.name}`, () => {
     const args = [BigInt(v.leaseId), raw(v.sealed), raw(job.box.recipientSeed), raw(v.senderNodeKey)];
@@ -277,7 +297,9 @@ function leaseFields(m) {
   const out = { type: m.type, leaseId: dec(m.leaseId) };
   switch (m.type) {
     case 'JOB_SPEC': return { ...out, sealed: hx(m.sealed) };
-    case 'JOB_RESULT': return { ...out, exitCode: m.exitCode, simulated: m.simulated, logTail: m.logTail };
+    case 'JOB_RESULT': return { ...out, exitCode: m.exitCode, simulated: m.simulated, logTail: m.logTail,
+      failure: m.failure, imageDigest: m.imageDigest };
+    case 'LOG': return { ...out, seq: dec(m.seq), dropped: dec(m.dropped), text: m.text };
     case 'HEARTBEAT': return { ...out, heartbeat: hx(m.heartbeat) };
     case 'CHECKPOINT':
       return { ...out, seq: dec(m.seq), cumulativeGpuSeconds: dec(m.cumulativeGpuSeconds),
@@ -290,7 +312,7 @@ function leaseFields(m) {
 function leaseFromFields(f) {
   const m = { ...f, leaseId: BigInt(f.leaseId) };
   for (const k of ['sealed', 'heartbeat', 'heartbeatHead', 'signature']) if (k in f) m[k] = raw(f[k]);
-  for (const k of ['seq', 'cumulativeGpuSeconds', 'timestamp', 'refSeq']) if (k in f) m[k] = BigInt(f[k]);
+  for (const k of ['seq', 'cumulativeGpuSeconds', 'timestamp', 'refSeq', 'dropped']) if (k in f) m[k] = BigInt(f[k]);
   return m;
 }
 
