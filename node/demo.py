@@ -108,8 +108,12 @@ class Processes:
                 p.wait(timeout=5)
 
 
+CONTAINER_SCRIPT = ("echo \"hello from a leased container: $(id -u):$(id -g), GPUs $GPUNET_SIMULATED_GPUS\"; "
+                    "for step in 0 1 2 3 4 5; do echo step $step; sleep 1; done; echo job done")
+
+
 def write_config(path: Path, *, data_dir: Path, rpc: str, deployments: Path, account: int, provider: bool,
-                 bootstrap: list[str]) -> None:
+                 bootstrap: list[str], executor: list[str] | None = None) -> None:
     lines = [
         f'data_dir = "{data_dir}"', f'rpc_url = "{rpc}"', f'deployments = "{deployments}"',
         f"dev_account = {account}", 'listen = ["/ip4/127.0.0.1/tcp/0"]',
@@ -117,7 +121,7 @@ def write_config(path: Path, *, data_dir: Path, rpc: str, deployments: Path, acc
         "[provider]", f"enabled = {'true' if provider else 'false'}", 'declared_gpus = "2xSIM-A100:40960"',
         f"price_per_gpu_second = {PRICE}", "min_duration = 10", "max_duration = 3600", "offer_ttl = 600",
         f"stake = {1000 * E18}", 'region = "local"', "heartbeat_interval = 1.0", "checkpoint_interval = 3.0",
-        'executor = "process"', "", "[consumer]", "settle_interval = 1.0", "settle_every = 2.0",
+        *(executor or ['executor = "process"']), "", "[consumer]", "settle_interval = 1.0", "settle_every = 2.0",
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -148,6 +152,7 @@ def main() -> int:
     procs = Processes()
     anvil = Anvil(block_time=1)
     interrupted = False
+    runtime = None
 
     def on_sigint(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -166,9 +171,13 @@ def main() -> int:
         asyncio.run(fund(anvil.url, deployment, workdir / "faucet.sqlite"))
         console.print("[green]✓[/] dev wallets funded (provider 2000 gDEV, consumer 100 gDEV)")
 
+        from node.demo_runtime import start_runtime
+
+        runtime = start_runtime(os.environ.get("GPUNET_DEMO_EXECUTOR", "auto"))
+        console.print(f"[green]✓[/] jobs run with the {runtime.description}")
         pdir, cdir = workdir / "provider", workdir / "consumer"
         write_config(workdir / "provider.toml", data_dir=pdir, rpc=anvil.url, deployments=dep_path,
-                     account=PROVIDER, provider=True, bootstrap=[])
+                     account=PROVIDER, provider=True, bootstrap=[], executor=runtime.provider_toml())
         py = [sys.executable, "-m", "node.cli", "run", "--log-level", "INFO", "--config"]
         procs.start("provider node", [*py, str(workdir / "provider.toml")], workdir / "provider.log")
         pinfo = wait(lambda: json.loads((pdir / "node.json").read_text()) if (pdir / "node.json").exists()
@@ -192,12 +201,13 @@ def main() -> int:
         deposit = PRICE * 2 * 600  # 2 GPUs for up to 10 minutes
         t_open = time.monotonic()
         lease = http(f"{cinfo['api']}/v1/leases", {"offer_id": offer["offer_id"], "gpus": 2, "deposit": str(deposit),
-                                                   "job": {"argv": JOB, "timeout_s": 120}}, token)
+                                                   "job": runtime.job(CONTAINER_SCRIPT, JOB)}, token)
         lid = lease["lease_id"]
         console.print(f"[green]✓[/] lease {lid} opened on-chain, deposit {deposit / E18:g} gDEV")
         wait(lambda: any(x["lease_id"] == lid and x.get("job_running") for x in http(f"{pinfo['api']}/v1/leases")
                          ["leases"]) or procs.check(), 30, "the provider to start the job")
-        console.print(f"[green]✓[/] provider running the job {time.monotonic() - t_open:.2f}s after the open command")
+        console.print(f"[green]✓[/] provider running the job ({runtime.executor} executor) "
+                      f"{time.monotonic() - t_open:.2f}s after the open command")
         seen = (0, 0, 0)
 
         def progress() -> bool:
@@ -215,7 +225,9 @@ def main() -> int:
 
         wait(progress, 90, "the job to finish and its usage to be settled", interval=0.5)
         v = http(f"{cinfo['api']}/v1/leases/{lid}")
-        console.print(f"[green]✓[/] job finished, exit code {v['job_result']['exit_code']}; output tail:")
+        digest = v["job_result"].get("image_digest")
+        console.print(f"[green]✓[/] job finished, exit code {v['job_result']['exit_code']}"
+                      + (f", image {digest}" if digest else "") + "; output tail:")
         for line in v["job_result"]["log_tail"].strip().splitlines()[-4:]:
             console.print(f"    [dim]{line}[/]")
         http(f"{cinfo['api']}/v1/leases/{lid}/close", {}, token)
@@ -246,6 +258,8 @@ def main() -> int:
     finally:
         procs.stop_all()
         anvil.stop()
+        if runtime is not None:
+            runtime.stop()
         if not interrupted:
             console.print(f"[dim]logs and node data kept in {workdir}[/]")
 

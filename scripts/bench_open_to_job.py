@@ -2,7 +2,7 @@
 """Latency from a consumer's open command to the provider running the job, with two real node processes.
 
     .venv/bin/python scripts/bench_open_to_job.py [--leases 5] [--block-time 1] [--poll 0.02] [--json PATH]
-        [--executor process|simulated]
+        [--executor process|simulated|container[,...]]
 
 Uses the demo's setup (node.demo): anvil, the contracts, funded dev wallets, a provider node and a consumer node
 (``python -m node.cli run``) talking libp2p over loopback. Then, ``--leases`` times in sequence: POST /v1/leases to
@@ -11,6 +11,10 @@ until the lease shows ``job_running`` or a ``job_result``, then close the lease.
 min/median/max: the open command's round trip (the consumer returns once openLease is mined) and the time from
 sending the open request to the provider's job being seen started. Polling adds up to one poll interval.
 ``--block-time 0`` runs anvil in automine mode (the demo uses 1 s blocks). The last stdout line is JSON.
+
+``--executor container`` runs the job (``sh -c 'echo 1'``) in a container of a local busybox image, on a private
+Podman service started for the run (``node.demo_runtime``); several executors, comma-separated, are measured one
+after the other in the same run (each with its own devnet and nodes) and the JSON line then holds ``{"runs": [...]}``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from node.chain.anvil import Anvil, devnet_key
 from node.chain.deploy import DeployParams, deploy_all
 from node.demo import CONSUMER, DEPLOYER, PRICE, PROVIDER, Processes, fund, http, wait, write_config
 
-PROVIDER_GPUS = 8  # the demo's provider declares 2; more, so that sequential one-GPU leases never run out
+PROVIDER_GPUS = 12  # the demo's provider declares 2; more, so that sequential one-GPU leases never run out
 
 
 def stats(xs: list[float]) -> dict[str, float]:
@@ -43,6 +47,7 @@ def stats(xs: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     procs = Processes()
     anvil = Anvil(block_time=args.block_time or None)
+    runtime = None
     try:
         anvil.start()
         dep_path = workdir / "deployments.json"
@@ -56,9 +61,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         cfg = workdir / "provider.toml"
         text = cfg.read_text().replace('declared_gpus = "2xSIM-A100:40960"',
                                        f'declared_gpus = "{PROVIDER_GPUS}xSIM-A100:40960"')
-        # the bench's own job on the operator's machine: the process executor may take it
-        cfg.write_text(re.sub(r'executor = "[a-z]+"',
-                              f'executor = "{args.executor}"\nallow_unsafe_process_executor = true', text))
+        if args.executor == "container":
+            from node.demo_runtime import start_runtime
+
+            runtime = start_runtime("container")
+            print(f"jobs run with the {runtime.description}", flush=True)
+            executor_lines = "\n".join(runtime.provider_toml())
+        else:  # the bench's own job on the operator's machine: the process executor may take it
+            executor_lines = f'executor = "{args.executor}"\nallow_unsafe_process_executor = true'
+        cfg.write_text(re.sub(r'executor = "[a-z]+"', lambda _: executor_lines, text))
         py = [sys.executable, "-m", "node.cli", "run", "--log-level", "INFO", "--config"]
         procs.start("provider node", [*py, str(cfg)], workdir / "provider.log")
         pinfo = wait(lambda: json.loads((pdir / "node.json").read_text()) if (pdir / "node.json").exists()
@@ -71,7 +82,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         offers = wait(lambda: http(f"{cinfo['api']}/v1/offers?min_gpus=1")["offers"], 30,
                       "the provider's offer to reach the consumer")
         token = (cdir / "api-token").read_text().strip()
-        job = {"argv": [sys.executable, "-c", "print(1)"], "timeout_s": 60}
+        job = (runtime.job("echo 1", []) if runtime is not None
+               else {"argv": [sys.executable, "-c", "print(1)"], "timeout_s": 60})
         deposit = PRICE * 1 * 600  # one GPU for up to 10 minutes
         rows: list[dict[str, Any]] = []
         for _ in range(args.leases):
@@ -118,6 +130,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         procs.stop_all()
         anvil.stop()
+        if runtime is not None:
+            runtime.stop()
 
 
 def main() -> None:
@@ -126,22 +140,42 @@ def main() -> None:
     ap.add_argument("--block-time", type=float, default=1.0, help="anvil block time in seconds (0: automine)")
     ap.add_argument("--poll", type=float, default=0.02, help="interval of polling the provider's API, seconds")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
-    ap.add_argument("--executor", choices=["simulated", "process"], default="process",
-                    help="the provider's executor (simulated: no process is started for the job)")
+    ap.add_argument("--executor", default="process",
+                    help="the provider's executor: process, simulated (no process is started for the job) or "
+                         "container; several comma-separated are measured one after the other")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (node logs and data)")
     args = ap.parse_args()
     if not 1 <= args.leases <= PROVIDER_GPUS:
         raise SystemExit(f"--leases must be within 1..{PROVIDER_GPUS}")
-    workdir = Path(tempfile.mkdtemp(prefix="bench-open-to-job-"))
-    res = run(args, workdir)
-    if args.keep:
-        print(f"work dir kept: {workdir}")
-    else:
-        import shutil
+    executors = [e.strip() for e in args.executor.split(",") if e.strip()]
+    if not executors or any(e not in ("process", "simulated", "container") for e in executors):
+        raise SystemExit("--executor: process, simulated or container (comma-separated for several)")
+    runs = []
+    for executor in executors:
+        workdir = Path(tempfile.mkdtemp(prefix="bench-open-to-job-"))
+        res = run(argparse.Namespace(**{**vars(args), "executor": executor}), workdir)
+        if args.keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            import shutil
 
-        shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+        report(args, res)
+        runs.append(res)
+    out: dict[str, Any] = runs[0] if len(runs) == 1 else {"runs": runs}
+    if len(runs) > 1:
+        print("\nexecutor        open -> job median (s)")
+        for r in runs:
+            print(f"{r['executor']:<16}{r['open_to_job_s']['median']:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, separators=(",", ":")))
+
+
+def report(args: argparse.Namespace, res: dict[str, Any]) -> None:
     mode = "automine" if not args.block_time else f"{args.block_time:g}s blocks"
-    print(f"\nanvil {mode}, provider API polled every {args.poll * 1e3:.0f} ms, {len(res['leases'])} leases")
+    print(f"\n{res['executor']} executor, anvil {mode}, provider API polled every {args.poll * 1e3:.0f} ms, "
+          f"{len(res['leases'])} leases")
     print(f"{'':34}{'min':>8}{'median':>8}{'max':>8}")
     for key, label in (("open_rtt_s", "open command round trip (mined)"),
                        ("opened_to_job_s", "open returned -> job started"),
@@ -150,9 +184,6 @@ def main() -> None:
         print(f"{label:<34}{s['min']:>8.3f}{s['median']:>8.3f}{s['max']:>8.3f}")
     verdict = "meets" if res["open_to_job_s"]["median"] <= 3.0 else "misses"
     print(f"median open -> job {res['open_to_job_s']['median']:.2f}s ({verdict} the 3 s target)")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, separators=(",", ":")))
 
 
 if __name__ == "__main__":
