@@ -321,6 +321,41 @@ class Node:
     def chain_events(self, limit: int) -> list[dict[str, Any]]:
         return self.events.latest(limit)
 
+    # ------------------------------------------------------------------------------------------ dashboard reads
+    def lease_usage(self, lease_id: int) -> list[dict[str, Any]]:
+        """The heartbeats this node holds for ``lease_id``, in order: when each arrived and the cumulative
+        GPU-seconds it reported (the dashboard's usage chart)."""
+        from node.protocol.heartbeat import BODY_SIZE, decode
+
+        rows = self.db.query("SELECT seq, body, received_at FROM heartbeats WHERE lease_id = ? ORDER BY seq",
+                             (lease_id,))
+        return [{"seq": int(r["seq"]), "at": float(r["received_at"]),
+                 "gpu_seconds": decode(bytes(r["body"])[:BODY_SIZE]).gpu_seconds} for r in rows]
+
+    def provider_stake(self, provider: str) -> dict[str, Any] | None:
+        """A provider's stake as this node follows it from chain events (None: never seen)."""
+        try:
+            stake = self.stakes.get(bytes.fromhex(provider.removeprefix("0x")))
+        except ValueError:
+            return None
+        if stake is None:
+            return None
+        return {"registered": stake.registered, "free": str(stake.free), "locked": str(stake.locked)}
+
+    async def money(self) -> dict[str, Any]:
+        """This node's wallet as the chain has it now: ETH and token balances, stake (free and locked as
+        collateral), earnings and refunds waiting to be withdrawn. Empty when the node has no wallet."""
+        from eth_utils import to_checksum_address
+
+        who = self.address
+        if not who:
+            return {}
+        eth = int(await self.chain.w3.eth.get_balance(to_checksum_address(who)))
+        return {"address": who, "eth": str(eth), "token": str(await self.token.balance(who)),
+                "stake_free": str(await self.staking.free_stake(who)),
+                "stake_locked": str(await self.staking.locked_stake(who)),
+                "earnings": str(await self.escrow.earnings(who)), "refunds": str(await self.escrow.refunds(who))}
+
     def lease_logs(self, lease_id: int, after: int = -1, limit: int = 256) -> dict[str, Any] | None:
         """A consumer lease's job output kept by this node (see ``LeaseEngine.logs``)."""
         return self.engine.logs(lease_id, after, limit) if self.engine is not None else None

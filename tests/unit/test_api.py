@@ -53,6 +53,15 @@ class FakeNode:
     async def cancel_offers(self) -> dict[str, Any]:
         return {"nonce_below": 1}
 
+    def lease_usage(self, lease_id: int) -> list[dict[str, Any]]:
+        return []
+
+    def provider_stake(self, provider: str) -> dict[str, Any] | None:
+        return None
+
+    async def money(self) -> dict[str, Any]:
+        return {}
+
 
 @pytest.fixture
 async def client():
