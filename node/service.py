@@ -45,6 +45,7 @@ from node.market import Market
 from node.market_feed import MarketFeed, block_time_reader, chain_handler
 from node.market_metrics import market_registry
 from node.market_service import MarketService
+from node.metrics import node_registry
 from node.p2p.bridge import P2PNode
 from node.p2p.config import P2PConfig, offers_topic
 from node.p2p.keys import load_or_create_node_key
@@ -202,7 +203,7 @@ class Node:
                                     self.p2p.listen_addrs)
             sup.spawn("offer announcer", self.publisher.announce_loop(), essential=False)
 
-        app = make_app(self, self._api_token(), (REGISTRY, self.p2p.metrics.registry,
+        app = make_app(self, self._api_token(), (REGISTRY, self.p2p.metrics.registry, node_registry(self),
                                                       market_registry(self.market_feed)))
         runner, port = await start_api(app, cfg.api_host, cfg.api_port)
         sup.cleanup("api", runner.cleanup)
@@ -220,6 +221,14 @@ class Node:
             raise ConfigError(f"provider {address} has {have / 10**18:g} gDEV staked, the minimum is "
                               f"{need / 10**18:g} gDEV: run `gpunet provider stake {whole}` with this node's wallet "
                               "first (or set provider.stake in the config)")
+
+    def metrics_labels(self) -> dict[str, str]:
+        """Labels of ``gpunet_build_info``."""
+        return {"chain_id": str(self.domain.chain_id), "escrow": self.deployment.escrow,
+                "role": "provider" if self.cfg.provider.enabled else "consumer"}
+
+    def chain_head(self) -> int | None:
+        return self.chain.health.head_block
 
     def _make_lease_engine(self, wallet_key: bytes, node_key: SigningKey,
                            on_capacity_change: Callable[[bytes], None]) -> LeaseEngine:

@@ -41,14 +41,21 @@ class ChainRef:
 
     async def connect(self, need_wallet: bool = True) -> Any:
         from node.chain.artifacts import find_deployment, load_deployment
-        from node.chain.client import ChainClient
-        from node.service import _chain_id
+        from node.chain.client import ChainClient, make_w3
+        from node.errors import ChainError
         from node.storage.db import Database
 
         key = self.key()
         if key is None and need_wallet:
             raise click.UsageError("give --wallet NAME (see `gpunet wallet list`) or, on a devnet, --dev-account N")
-        chain_id = await _chain_id(self.rpc_url)
+        w3 = make_w3(self.rpc_url, retry_for=3)
+        try:
+            chain_id = int(await w3.eth.chain_id)
+        except Exception as exc:
+            raise ChainError(f"RPC endpoint {self.rpc_url} unreachable (is the devnet up? `gpunet devnet "
+                             "status`)") from exc
+        finally:
+            await w3.provider.disconnect()
         deployment = load_deployment(self.deployments or find_deployment(chain_id))
         return await ChainClient.connect(self.rpc_url, deployment, Database(":memory:"), key)
 

@@ -6,6 +6,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
@@ -81,3 +82,47 @@ def peers(node: NodeRef, as_json: bool) -> None:
     else:
         print_table(None, ["peer", "addresses", "in offer mesh"],
                     [[p["peer_id"], "\n".join(p["addrs"]), "yes" if p["in_mesh"] else "no"] for p in found])
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="GPUNET_DATA_DIR",
+              default=Path(".gpunet"), show_default=True, help="the node's data directory")
+@click.option("--timeout", type=click.FloatRange(1), default=30.0, show_default=True)
+def stop(data_dir: Path, timeout: float) -> None:
+    """Stop the node running on a data directory (SIGTERM to the process holding its lock) and wait until it has
+    let go. Exit status 3 when no node runs there.
+
+    Example: gpunet stop --data-dir provider-node
+    """
+    import fcntl
+    import os
+    import signal
+
+    lock = data_dir / "lock"
+    if not lock.exists():
+        click.echo(f"no node runs on {data_dir}")
+        sys.exit(EXIT_NOT_RUNNING)
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            click.echo(f"no node runs on {data_dir}")
+            sys.exit(EXIT_NOT_RUNNING)
+        except BlockingIOError:
+            pass
+        pid = int(os.pread(fd, 32, 0).decode().strip() or 0)
+        if pid <= 0:
+            fail(f"{lock} names no process")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    fail(f"node {pid} still running {timeout:g}s after SIGTERM")
+                time.sleep(0.1)
+    finally:
+        os.close(fd)
+    click.echo(f"node {pid} on {data_dir} stopped")
