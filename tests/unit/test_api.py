@@ -253,3 +253,20 @@ async def test_other_hosts_are_refused_before_any_route_runs(client, host):
         assert r.status == 421, (host, path)
     r = await client.post("/v1/leases", json=OPEN_BODY, headers={"Host": host, "Authorization": f"Bearer {TOKEN}"})
     assert r.status == 421 and client.node.opened == []
+
+
+def test_the_grafana_dashboard_uses_only_metric_names_the_node_defines():
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    doc = json.loads((root / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\bgpunet_[a-z0-9_]+", e)}
+    source = "\n".join(p.read_text() for p in (root / "node").rglob("*.py"))
+    defined = set(re.findall(r"[\"'](gpunet_[a-z0-9_]+)[\"']", source))
+    for name in sorted(used):
+        base = re.sub(r"_(total|bucket|info)$", "", name)
+        assert name in defined or base in defined, f"{name} is not a metric the node exports"
+    assert len(exprs) >= 20
