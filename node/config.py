@@ -87,6 +87,7 @@ class NodeConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 0
     api_token: str | None = None  # default: random, written to <data_dir>/api-token (0600)
+    api_hosts: tuple[str, ...] = ()  # names the API answers to besides loopback ones (Host header; e.g. a proxy's)
     confirmations: int = 0
     poll_interval: float = 0.25
     provider: ProviderConfig = field(default_factory=ProviderConfig)

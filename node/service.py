@@ -204,7 +204,7 @@ class Node:
             sup.spawn("offer announcer", self.publisher.announce_loop(), essential=False)
 
         app = make_app(self, self._api_token(), (REGISTRY, self.p2p.metrics.registry, node_registry(self),
-                                                      market_registry(self.market_feed)))
+                                                      market_registry(self.market_feed)), cfg.api_hosts)
         runner, port = await start_api(app, cfg.api_host, cfg.api_port)
         sup.cleanup("api", runner.cleanup)
         self.api_url = f"http://{cfg.api_host}:{port}"

@@ -270,3 +270,10 @@ def test_the_grafana_dashboard_uses_only_metric_names_the_node_defines():
         base = re.sub(r"_(total|bucket|info)$", "", name)
         assert name in defined or base in defined, f"{name} is not a metric the node exports"
     assert len(exprs) >= 20
+
+
+def test_the_api_hosts_come_from_the_config():
+    from node.config import load_config
+
+    cfg = load_config(None, env={"GPUNET_API_HOSTS": "node.lan, gpunet.internal"})
+    assert cfg.api_hosts == ("node.lan", "gpunet.internal")
