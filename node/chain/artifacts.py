@@ -7,7 +7,7 @@ hash of each contract's ABI and runtime bytecode so a node can tell it is talkin
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ OUT_DIR = REPO_ROOT / "out"
 DEPLOYMENTS_DIR = REPO_ROOT / "deployments"
 
 CONTRACTS = ("DevToken", "ProviderStaking", "LeaseEscrow")
+DEPLOYMENTS_FORMAT = 2  # docs/deployments.md; bumped only when a field changes meaning or goes away
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,41 @@ class Artifact:
     abi: tuple[dict[str, Any], ...]
     bytecode: bytes
     deployed_bytecode: bytes
+    raw_metadata: str = ""  # the compiler's metadata JSON, byte for byte (its hash is what Sourcify matches)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(json.loads(self.raw_metadata)) if self.raw_metadata else {}
+
+    @property
+    def source_name(self) -> str:
+        """``contracts/src/LeaseEscrow.sol``: the file the contract was compiled from."""
+        target = self.metadata.get("settings", {}).get("compilationTarget", {})
+        return next(iter(target), f"contracts/src/{self.name}.sol")
+
+    @property
+    def compiler_version(self) -> str:
+        return str(self.metadata.get("compiler", {}).get("version", ""))
+
+    def standard_json_input(self, root: Path = REPO_ROOT) -> dict[str, Any]:
+        """The solc standard-JSON input that reproduces this artifact: every source file named in the metadata,
+        checked against the keccak the compiler recorded, and the metadata's settings."""
+        meta = self.metadata
+        if not meta:
+            raise ConfigError(f"{self.name}: the build output has no metadata (forge build)")
+        sources: dict[str, Any] = {}
+        for path, info in meta["sources"].items():
+            try:
+                raw = (root / path).read_bytes()
+            except FileNotFoundError as exc:
+                raise ConfigError(f"{self.name}: source {path} is missing") from exc
+            if "0x" + keccak(raw).hex() != info["keccak256"]:
+                raise ConfigError(f"{self.name}: {path} changed since the contracts were built (forge build)")
+            sources[path] = {"content": raw.decode()}
+        settings = {k: v for k, v in meta["settings"].items() if k != "compilationTarget"}
+        settings["outputSelection"] = {"*": {"*": ["abi", "evm.bytecode", "evm.deployedBytecode",
+                                                   "evm.methodIdentifiers", "metadata"]}}
+        return {"language": meta.get("language", "Solidity"), "sources": sources, "settings": settings}
 
     @property
     def abi_list(self) -> list[dict[str, Any]]:
@@ -61,6 +97,7 @@ def load_artifact(name: str, out_dir: Path = OUT_DIR) -> Artifact:
         abi=tuple(data["abi"]),
         bytecode=bytes.fromhex(data["bytecode"]["object"].removeprefix("0x")),
         deployed_bytecode=bytes.fromhex(data["deployedBytecode"]["object"].removeprefix("0x")),
+        raw_metadata=data.get("rawMetadata") or "",
     )
 
 
@@ -73,15 +110,22 @@ class Deployment:
     deploy_block: int
     parameters: dict[str, int]
     code_hashes: dict[str, str]
+    # per contract: abi, deployTx, blockNumber, constructorArgs, constructorArguments, sourceName, compilerVersion,
+    # standardJsonInput, metadata (see docs/deployments.md); empty for files written before they were recorded
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def address_of(self, name: str) -> str:
+        return {"DevToken": self.token, "ProviderStaking": self.staking, "LeaseEscrow": self.escrow}[name]
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": DEPLOYMENTS_FORMAT,
             "chainId": self.chain_id,
             "deployBlock": self.deploy_block,
             "contracts": {
-                "DevToken": {"address": self.token, "codeHash": self.code_hashes.get("DevToken", "")},
-                "ProviderStaking": {"address": self.staking, "codeHash": self.code_hashes.get("ProviderStaking", "")},
-                "LeaseEscrow": {"address": self.escrow, "codeHash": self.code_hashes.get("LeaseEscrow", "")},
+                name: {"address": self.address_of(name), "codeHash": self.code_hashes.get(name, ""),
+                       **self.records.get(name, {})}
+                for name in CONTRACTS
             },
             "parameters": self.parameters,
         }
@@ -98,6 +142,7 @@ class Deployment:
                 deploy_block=int(data["deployBlock"]),
                 parameters={k: int(v) for k, v in data.get("parameters", {}).items()},
                 code_hashes={k: v.get("codeHash", "") for k, v in c.items()},
+                records={k: {f: x for f, x in v.items() if f not in ("address", "codeHash")} for k, v in c.items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"deployments file is malformed: {exc!r}") from exc

@@ -7,6 +7,7 @@ deployments file records exactly what each contract was built with. Time windows
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from node.chain.client import make_w3
 from node.chain.tx import ErrorDecoder, TxSender
 from node.errors import ChainError, ConfigError
 from node.storage.db import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,15 @@ def _arg(contract: str, inp: dict[str, Any], values: dict[str, Any]) -> Any:
     return values[name]
 
 
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
 async def _deploy_one(w3: AsyncWeb3, sender: TxSender, artifact: Artifact, values: dict[str, Any],
-                      key: str) -> tuple[str, int]:
+                      key: str) -> tuple[str, int, dict[str, Any]]:
+    """Deploy one contract; returns its address, block and its record for the deployments file."""
     contract = w3.eth.contract(abi=artifact.abi_list, bytecode=artifact.bytecode)
     args = _constructor_args(artifact, values)
     data_hex = contract.constructor(*args)._encode_data_in_transaction(*args)
@@ -74,7 +84,33 @@ async def _deploy_one(w3: AsyncWeb3, sender: TxSender, artifact: Artifact, value
     address = receipt.get("contractAddress")
     if not address:
         raise ChainError(f"deploying {artifact.name}: no contract address in receipt")
-    return to_checksum_address(address), int(receipt["blockNumber"])
+    record = {
+        "deployTx": result.tx_hash, "blockNumber": int(receipt["blockNumber"]),
+        "constructorArgs": "0x" + data[len(artifact.bytecode):].hex(), "constructorArguments": _jsonable(args),
+        "sourceName": artifact.source_name, "compilerVersion": artifact.compiler_version, "abi": artifact.abi_list,
+    }
+    return to_checksum_address(address), int(receipt["blockNumber"]), record
+
+
+def keep_compiler_inputs(path: Path, arts: dict[str, Artifact]) -> dict[str, dict[str, str]]:
+    """Write each contract's standard-JSON compiler input and metadata next to the deployments file
+    (``<name>.sources/``); returns the paths relative to the deployments file's folder."""
+    import json
+
+    folder = path.parent / f"{path.stem}.sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict[str, str]] = {}
+    for name, art in arts.items():
+        try:
+            std_input = art.standard_json_input()
+        except ConfigError as exc:  # sources edited since the build: an explorer could not match them
+            log.warning("compiler input not kept", extra={"contract": name, "error": str(exc)})
+            continue
+        (folder / f"{name}.input.json").write_text(json.dumps(std_input, indent=1) + "\n")
+        (folder / f"{name}.metadata.json").write_text(art.raw_metadata)
+        out[name] = {"standardJsonInput": f"{folder.name}/{name}.input.json",
+                     "metadata": f"{folder.name}/{name}.metadata.json"}
+    return out
 
 
 async def deploy_all(rpc_url: str, deployer_key: bytes, params: DeployParams = DeployParams(),
@@ -93,22 +129,27 @@ async def deploy_all(rpc_url: str, deployer_key: bytes, params: DeployParams = D
     for name in ("treasury", "treasury_", "_treasury", "owner", "owner_", "initialOwner"):
         values[name] = treasury
     tag = f"deploy:{chain_id}:{deployer}:{await w3.eth.get_transaction_count(deployer)}"
-    token, first_block = await _deploy_one(w3, sender, arts["DevToken"], values, f"{tag}:token")
+    records: dict[str, dict[str, Any]] = {}
+    token, first_block, records["DevToken"] = await _deploy_one(w3, sender, arts["DevToken"], values, f"{tag}:token")
     for name in ("token", "token_", "_token", "stakeToken", "paymentToken"):
         values[name] = token
-    staking, _ = await _deploy_one(w3, sender, arts["ProviderStaking"], values, f"{tag}:staking")
+    staking, _, records["ProviderStaking"] = await _deploy_one(w3, sender, arts["ProviderStaking"], values,
+                                                               f"{tag}:staking")
     for name in ("staking", "staking_", "_staking", "providerStaking"):
         values[name] = staking
-    escrow, _ = await _deploy_one(w3, sender, arts["LeaseEscrow"], values, f"{tag}:escrow")
+    escrow, _, records["LeaseEscrow"] = await _deploy_one(w3, sender, arts["LeaseEscrow"], values, f"{tag}:escrow")
     staking_c = w3.eth.contract(address=to_checksum_address(staking), abi=arts["ProviderStaking"].abi_list)
     if any(i.get("name") == "setEscrow" for i in arts["ProviderStaking"].abi):
         data = bytes.fromhex(staking_c.encode_abi("setEscrow", args=[escrow]).removeprefix("0x"))
         await sender.send(f"{tag}:setEscrow", "setEscrow", staking, data)
     recorded = {k: v for k, v in dataclasses.asdict(params).items() if isinstance(v, int)}
+    path = out or deployment_path(chain_id)
+    for name, kept in keep_compiler_inputs(path, arts).items():
+        records[name].update(kept)
     deployment = Deployment(
         chain_id=chain_id, token=token, staking=staking, escrow=escrow, deploy_block=first_block,
-        parameters=recorded, code_hashes={n: a.code_hash for n, a in arts.items()},
+        parameters=recorded, code_hashes={n: a.code_hash for n, a in arts.items()}, records=records,
     )
-    save_deployment(deployment, out or deployment_path(chain_id))
+    save_deployment(deployment, path)
     await w3.provider.disconnect()
     return deployment
