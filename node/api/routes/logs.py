@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.registry import Api, Reply, error_response, json_response
+from node.api.registry import Api, Reply, error_response, failure, json_response
 from node.api.requests import BadRequest, parse_lease_id
 
 POLL_S = 0.1
@@ -23,6 +23,14 @@ KEEPALIVE_S = 15.0
 PAGE = 256
 
 LogsOf = Callable[[int, int, int], dict[str, Any] | None]
+LOG_PAGE: dict[str, Any] = {
+    "type": "object", "required": ["lease_id", "done", "chunks"],
+    "properties": {"lease_id": {"type": "integer"}, "done": {"type": "boolean"},
+                   "chunks": {"type": "array", "items": {
+                       "type": "object", "required": ["seq", "text"],
+                       "properties": {"seq": {"type": "integer"}, "dropped": {"type": "integer"},
+                                      "text": {"type": "string"}}}}},
+}
 
 
 def _after(request: web.Request) -> int:
@@ -58,9 +66,9 @@ def register(api: Api) -> None:
               summary="The job output of a consumer lease (follow=1: server-sent events until the job ends)",
               query=[{"name": "after", "in": "query", "required": False, "schema": {"type": "integer"}},
                      {"name": "follow", "in": "query", "required": False, "schema": {"type": "string"}}],
-              responses={200: Reply("Chunks {seq, dropped, text}; with follow=1 an event stream",
-                                    content_type="application/json"),
-                         404: Reply("No such consumer lease")})
+              responses={200: Reply("Chunks {seq, dropped, text}; with follow=1 an event stream", LOG_PAGE,
+                                    also={"text/event-stream": {"type": "string"}}),
+                         404: failure("No such consumer lease")})
 
 
 async def _follow(request: web.Request, read: LogsOf, lid: int, after: int) -> web.StreamResponse:
