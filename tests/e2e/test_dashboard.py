@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from node.api.ui.fmt import per_gpu_hour
+from node.api.ui.fmt import per_gpu_hour, plain
 from tests.integration.conftest import CONSUMER, PRICE, PROVIDER, devnet, nodes, until
 
 __all__ = ["devnet", "nodes"]  # fixtures used here
@@ -95,7 +95,7 @@ def _browse(base: str, token: str, checks: dict[str, list[str]], lease_id: int, 
         # an action without the token is refused in the page; with it, the top-up goes through as Bearer
         d.get(f"{base}/leases/{lease_id}")
         form = d.find_element(By.CSS_SELECTOR, f"form[data-action='/v1/leases/{lease_id}/topup']")
-        form.find_element(By.NAME, "amount").send_keys(str(PRICE * 10))
+        form.find_element(By.NAME, "amount").send_keys(plain(PRICE * 10))  # typed in gDEV
         form.find_element(By.TAG_NAME, "button").click()
         _wait(lambda: "token" in form.find_element(By.TAG_NAME, "output").text, "the missing-token message")
         d.find_element(By.ID, "token").send_keys(token)

@@ -153,3 +153,21 @@ async def test_bad_page_input_is_refused(client):
     assert (await client.get("/explorer?tx=0x12")).status == 400
     r = await client.get("/market?min_gpus=abc")
     assert r.status == 400 and "min_gpus" in await r.text()
+    r = await client.get("/market?max_price_hour=1e3")
+    assert r.status == 400 and "not an amount" in await r.text()
+
+
+async def test_the_market_price_filter_is_in_gdev_per_gpu_hour():
+    seen: list[dict[str, str]] = []
+
+    class Recording(PagesNode):
+        def query_offers(self, params: dict[str, str]) -> list[dict[str, Any]]:
+            seen.append(params)
+            return super().query_offers(params)
+
+    async with TestClient(TestServer(make_app(Recording(), "t"))) as c:  # type: ignore[arg-type]
+        r = await c.get("/market?max_price_hour=0.0036&model=SIM-A100&limit=3")
+        assert r.status == 200
+        text = await r.text()
+    assert seen == [{"max_price": str(10**12), "model": "SIM-A100"}]
+    assert 'data-unit="gdev" value="0.0036"' in text  # the open form's deposit: one GPU-hour, in gDEV

@@ -10,10 +10,10 @@ from aiohttp import web
 
 from node.api.registry import Api, Reply
 from node.api.requests import BadRequest, parse_lease_id
-from node.api.routes.offers import FILTERS
 from node.api.schemas import ADDRESS, HASH, LEASE_ID
 from node.api.ui import pages
 from node.api.ui.explorer import Market, rebuild
+from node.api.ui.fmt import from_plain
 from node.api.ui.static import CSS, JS
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,12 @@ def register(api: Api) -> None:
         return html(pages.overview(node.status(), node.leases(), await money(), market()))
 
     async def market_page(request: web.Request) -> web.Response:
-        filters = {k: v for k, v in request.query.items() if k in FILTERS and v != ""}
+        filters = {k: v for k, v in request.query.items() if k in MARKET_FILTERS and v != ""}
         try:
-            offers = node.query_offers(filters)
+            query = {k: v for k, v in filters.items() if k != "max_price_hour"}
+            if "max_price_hour" in filters:  # gDEV per GPU-hour -> base units per GPU-second
+                query["max_price"] = str(from_plain(filters["max_price_hour"]) // 3600)
+            offers = node.query_offers(query)
         except ValueError as exc:
             return html(pages.market_page([], filters, {}, market(), str(exc)), 400)
         stakes = {o["provider"]: node.provider_stake(o["provider"]) for o in offers}
@@ -124,4 +127,10 @@ def register(api: Api) -> None:
 def _offer_filters() -> list[dict[str, Any]]:
     from node.api.routes.offers import QUERY
 
-    return [q for q in QUERY if q["name"] != "limit"]
+    price = {"name": "max_price_hour", "in": "query", "required": False,
+             "description": "at most this price, gDEV per GPU-hour",
+             "schema": {"type": "string", "pattern": "^[0-9]{1,60}(\\.[0-9]{1,18})?$"}}
+    return [q for q in QUERY if q["name"] not in ("limit", "max_price")] + [price]
+
+
+MARKET_FILTERS = frozenset(q["name"] for q in _offer_filters())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from html import escape
@@ -28,6 +29,21 @@ def amount(base: int | str | None, unit: str = TOKEN, decimals: int = DECIMALS, 
     if digits:
         text += "." + digits
     return f"{sign}{text} {unit}"
+
+
+def plain(base: int, decimals: int = DECIMALS) -> str:
+    """Base units as an exact decimal without grouping: ``1500000000000000000`` -> ``"1.5"`` (for form fields)."""
+    whole, frac = divmod(int(base), 10**decimals)
+    digits = str(frac).rjust(decimals, "0").rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
+def from_plain(text: str, decimals: int = DECIMALS) -> int:
+    """``"1.5"`` -> base units; ValueError unless digits with at most ``decimals`` decimals."""
+    if not re.fullmatch(rf"[0-9]{{1,60}}(\.[0-9]{{1,{decimals}}})?", text):
+        raise ValueError(f"{text!r} is not an amount (digits, at most {decimals} decimals)")
+    whole, _, frac = text.partition(".")
+    return int(whole) * 10**decimals + int(frac.ljust(decimals, "0") or "0")
 
 
 def per_gpu_hour(price_per_gpu_second: int | str) -> str:

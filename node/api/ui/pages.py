@@ -8,13 +8,13 @@ from html import escape
 from typing import Any
 
 from node.api.ui.explorer import LINKED, Market, details, hex0x
-from node.api.ui.fmt import DASH, amount, duration, per_gpu_hour, relative, short
+from node.api.ui.fmt import DASH, amount, duration, per_gpu_hour, plain, relative, short
 from node.api.ui.html import Markup, badge, e, explore, facts, link, page, svg_chart, table
 
 Data = dict[str, Any]
 
 FILTER_FIELDS = (("model", "GPU model", "text"), ("min_gpus", "Min GPUs", "number"),
-                 ("min_vram", "Min VRAM (MiB)", "number"), ("max_price", "Max price (base units/GPU-s)", "number"),
+                 ("min_vram", "Min VRAM (MiB)", "number"), ("max_price_hour", "Max price (gDEV/GPU-h)", "text"),
                  ("region", "Region", "text"), ("duration", "Duration (s)", "number"))
 
 
@@ -65,12 +65,12 @@ def market_page(offers: Sequence[Data], filters: Mapping[str, str], stakes: Mapp
 
 
 def _open_form(o: Data) -> Markup:
-    hour = int(o["price_per_gpu_second"]) * 3600
+    hour = plain(int(o["price_per_gpu_second"]) * 3600)
     return Markup(
         f'<form class="action" data-action="/v1/leases" data-method="POST">'
         f'<input type="hidden" name="offer_id" value="{escape(o["offer_id"])}">'
         f'<label>GPUs <input name="gpus" type="number" min="1" max="{int(o["gpu_count"])}" value="1"></label>'
-        f'<label>Deposit (base units) <input name="deposit" value="{hour}"></label>'
+        f'<label>Deposit (gDEV) <input name="deposit" data-unit="gdev" value="{escape(hour)}"></label>'
         f'<label>Job (JSON) <input name="job" placeholder=\'{{"argv": ["nvidia-smi"]}}\'></label>'
         f'<button>Open</button><output></output></form>')
 
@@ -123,7 +123,7 @@ def lease_page(v: Data, usage: Sequence[Data], market: Market) -> str:
     actions = ""
     if v["role"] == "consumer" and v["status"] not in ("FINALIZED", "CLOSED", "CLOSING"):
         actions = (f'<section class="actions"><form class="action" data-action="/v1/leases/{lid}/topup" '
-                   'data-method="POST"><label>Top up (base units) <input name="amount" required></label>'
+                   'data-method="POST"><label>Top up (gDEV) <input name="amount" data-unit="gdev" required></label>'
                    f'<button>Top up</button><output></output></form><form class="action" '
                    f'data-action="/v1/leases/{lid}/close" data-method="POST"><button>Close lease</button>'
                    "<output></output></form></section>")

@@ -34,7 +34,7 @@ svg.chart .axis{stroke:#9aa3ad}svg.chart .line{fill:none;stroke:var(--accent);st
 #e0a000;stroke-dasharray:3 3}svg.chart text{font-size:11px;fill:var(--muted)}
 """
 
-JS = """
+JS = r"""
 "use strict";
 (function () {
   const KEY = "gpunet-api-token";
@@ -66,13 +66,25 @@ JS = """
     });
     tokenState();
   }
+  function toBase(v) {  // "1.5" gDEV -> "1500000000000000000" base units, exactly
+    if (!/^[0-9]+(\.[0-9]{0,18})?$/.test(v)) throw new Error("amounts are gDEV with at most 18 decimals");
+    const parts = v.split(".");
+    const frac = ((parts[1] || "") + "0".repeat(18)).slice(0, 18);
+    return (BigInt(parts[0]) * 10n ** 18n + BigInt(frac)).toString();
+  }
   function body(form) {
     const out = {};
-    new FormData(form).forEach(function (v, k) {
-      v = String(v).trim();
+    Array.from(form.elements).forEach(function (el) {
+      if (!el.name) return;
+      const v = String(el.value).trim();
       if (!v) return;
-      if (k === "job") { out[k] = JSON.parse(v); return; }
-      out[k] = /^[0-9]+$/.test(v) && k === "gpus" ? Number(v) : v;
+      if (el.name === "job") {
+        try { out.job = JSON.parse(v); } catch (e) { throw new Error("job: not JSON"); }
+      } else if (el.dataset.unit === "gdev") {
+        out[el.name] = toBase(v);
+      } else {
+        out[el.name] = el.name === "gpus" ? Number(v) : v;
+      }
     });
     return out;
   }
@@ -84,7 +96,7 @@ JS = """
         const token = sessionStorage.getItem(KEY);
         if (!token) { out.className = "bad"; out.textContent = "enter the API token in the header first"; return; }
         let payload;
-        try { payload = body(form); } catch (e) { out.className = "bad"; out.textContent = "job: not JSON"; return; }
+        try { payload = body(form); } catch (e) { out.className = "bad"; out.textContent = e.message; return; }
         out.className = ""; out.textContent = "sending…";
         try {
           const r = await fetch(form.dataset.action, {method: form.dataset.method || "POST",
