@@ -95,13 +95,20 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         bare = subprocess.run([sys.executable, "-c", "import node.service, resource; "
                                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
                               capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
-        return {
+        result = {
             "starts": args.starts, "idle_s": args.idle,
             "start_to_api_s": {"fresh_data_dir": spread(cold), "restart": spread(warm)},
             "rss_kib": {"after_start": at_start["VmRSS"], "after_idle": idle["VmRSS"], "peak": idle["VmHWM"],
                         "idle_samples_min": min(samples), "idle_samples_max": max(samples)},
             "reference_import_only_rss_kib": int(bare.stdout.strip()),
         }
+        return result
+    except Exception:
+        for log_path in sorted(workdir.glob("*.log"))[-2:]:
+            print(f"--- last lines of {log_path.name}", file=sys.stderr)
+            for line in log_path.read_text(errors="replace").splitlines()[-15:]:
+                print(line, file=sys.stderr)
+        raise
     finally:
         procs.stop_all()
         anvil.stop()

@@ -137,6 +137,19 @@ def run_section(sec: Section, quick: bool, work: Path) -> None:
     print(f"   done in {sec.wall_s:.0f} s", flush=True)
 
 
+def reuse_section(sec: Section, directory: Path) -> bool:
+    """Take a section's output from an earlier kept run; False if that run has none."""
+    path = directory / (f"{sec.name}.json" if sec.json_flag else f"{sec.name}.log")
+    if not path.exists():
+        return False
+    text = path.read_text()
+    sec.result = json.loads(text) if sec.json_flag else text.split("\n--- stderr\n", 1)[0]
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+    sec.extra["reused"] = f"{when:%Y-%m-%d %H:%M} UTC"
+    print(f"== {sec.name}: reused from {path} ({sec.extra['reused']})", flush=True)
+    return True
+
+
 # ---------------------------------------------------------------------------------------------- formatting
 def fmt(v: float | None, spec: str = ",.0f") -> str:
     return "—" if v is None else format(v, spec)
@@ -501,8 +514,8 @@ class Report:
         self.w()
         self.w(f"Written by `scripts/bench{' --quick' if self.quick else ''}` on "
                f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at commit {m['commit']}"
-               f"{' (with uncommitted changes)' if m['dirty'] else ''}. Every figure was measured in this one run, "
-               "next to its reference measured in the same run on the same machine. Rerun it to reproduce; "
+               f"{' (with uncommitted changes)' if m['dirty'] else ''}. Every figure sits next to its reference, "
+               "measured in the same run of the same script on the same machine. Rerun it to reproduce; "
                "`--quick` takes a few minutes, the default sizes longer.")
         self.w()
         self.w(f"**Machine.** {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, "
@@ -512,7 +525,6 @@ class Report:
         self.w()
         self.w("## Summary")
         self.w()
-        self.w()
         self.w("| figure | reference (same run) | value | goal |")
         self.w("|---|---|---:|---|")
         for fig_, ref, val, verdict in self.goals:
@@ -520,7 +532,13 @@ class Report:
         self.w()
         self.w("Forwarded-port throughput: not run (service leases do not exist yet).")
         self.w()
-        self.w("Section run times: " + ", ".join(f"{s.name} {s.wall_s:.0f} s" for s in self.s.values()) + ".")
+        self.w("Section run times: " + ", ".join(f"{s.name} {s.wall_s:.0f} s" for s in self.s.values()
+                                                 if "reused" not in s.extra) + ".")
+        reused = [f"{s.name} ({s.extra['reused']})" for s in self.s.values() if "reused" in s.extra]
+        if reused:
+            self.w()
+            self.w("Sections taken from an earlier run of the same command on this machine (each still next to "
+                   "its own reference of that run): " + ", ".join(reused) + ".")
         self.w()
         return "\n".join(self.lines + body) + "\n"
 
@@ -538,6 +556,8 @@ def main() -> None:
                     ",".join(s.name for s in SECTIONS))
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md and the figures go")
     ap.add_argument("--keep", type=Path, help="keep each script's JSON and log in this directory")
+    ap.add_argument("--reuse", type=Path, help="with --only: take the other sections from this earlier --keep "
+                    "directory (the report says which, and when they ran)")
     args = ap.parse_args()
     import matplotlib
 
@@ -549,6 +569,8 @@ def main() -> None:
     t0 = time.monotonic()
     for sec in SECTIONS:
         if args.only and sec.name not in args.only:
+            if args.reuse is not None and reuse_section(sec, args.reuse):
+                continue
             sec.error = "not run: left out with --only"
             continue
         run_section(sec, args.quick, work)
