@@ -113,6 +113,7 @@ def run_section(sec: Section, quick: bool, work: Path) -> None:
     env = {**os.environ, "PATH": f"{ROOT / 'node_modules/.bin'}:{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
     timeout = sec.timeout_quick if quick else sec.timeout_full
     print(f"== {sec.name}: {' '.join(args[1:])}", flush=True)
+    load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
@@ -121,6 +122,8 @@ def run_section(sec: Section, quick: bool, work: Path) -> None:
         sec.wall_s = time.monotonic() - t0
         return
     sec.wall_s = time.monotonic() - t0
+    sec.extra["load"] = [round(load0, 1), round(os.getloadavg()[0], 1)]
+    (work / f"{sec.name}.meta.json").write_text(json.dumps({"wall_s": sec.wall_s, "load": sec.extra["load"]}))
     sec.stdout = proc.stdout
     (work / f"{sec.name}.log").write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
     if proc.returncode != 0:
@@ -144,6 +147,10 @@ def reuse_section(sec: Section, directory: Path) -> bool:
         return False
     text = path.read_text()
     sec.result = json.loads(text) if sec.json_flag else text.split("\n--- stderr\n", 1)[0]
+    meta = directory / f"{sec.name}.meta.json"
+    if meta.exists():
+        m = json.loads(meta.read_text())
+        sec.wall_s, sec.extra["load"] = m["wall_s"], m["load"]
     when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
     sec.extra["reused"] = f"{when:%Y-%m-%d %H:%M} UTC"
     print(f"== {sec.name}: reused from {path} ({sec.extra['reused']})", flush=True)
@@ -520,8 +527,9 @@ class Report:
         self.w()
         self.w(f"**Machine.** {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), {m['ram_gib']} GiB RAM, "
                f"{m['os']}; Python {m['python']}, Node.js {m['node_js']}, {m['anvil']}; py-libp2p {m['py_libp2p']}, "
-               f"web3 {m['web3']}, js-libp2p {m['js_libp2p']}. Load average at start {m['load_avg_start']}, at end "
-               f"{m.get('load_avg_end')}: other work on the machine shows in the spread.")
+               f"web3 {m['web3']}, js-libp2p {m['js_libp2p']}. Load average (1, 5, 15 min) when the report "
+               f"was written {m.get('load_avg_end')}; per section below: other work on the machine shows in the "
+               "spread.")
         self.w()
         self.w("## Summary")
         self.w()
@@ -532,8 +540,9 @@ class Report:
         self.w()
         self.w("Forwarded-port throughput: not run (service leases do not exist yet).")
         self.w()
-        self.w("Section run times: " + ", ".join(f"{s.name} {s.wall_s:.0f} s" for s in self.s.values()
-                                                 if "reused" not in s.extra) + ".")
+        self.w("Section run times (1-minute load average at start and end): " + ", ".join(
+            f"{s.name} {s.wall_s:.0f} s" + (f" ({s.extra['load'][0]} / {s.extra['load'][1]})" if "load" in s.extra
+                                             else "") for s in self.s.values() if s.wall_s) + ".")
         reused = [f"{s.name} ({s.extra['reused']})" for s in self.s.values() if "reused" in s.extra]
         if reused:
             self.w()
