@@ -21,12 +21,14 @@ Every other log maps to nothing. ``at`` is the block's timestamp.
 applied is skipped, so the catch-up and the poller may overlap. Offer changes come from the book's published
 snapshots (``sync``): only the shards a snapshot replaced are compared, so a sync after a few changes costs a few
 shard comparisons, not a scan of the book. ``sync`` runs before every read and before each chain log (a lease is
-counted on the market of its offer only if the offer is known when it opens).
+counted on the market of its offer only if the offer is known when it opens; one that left the book shortly before
+the log arrived, superseded by the provider's next announcement, still counts).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -63,6 +65,7 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_CURSOR = "market_catch_up"
 BLOCK_TIMES_KEPT = 4096
+GONE_KEPT = 10_000  # offers that left the book, kept for leases whose LeaseOpened log arrives after that
 
 ChainChange = MarketChange | RecordChange
 BlockTime = Callable[[int], Awaitable[int]]
@@ -142,6 +145,8 @@ class MarketFeed:
         self._last: tuple[int, int] = (-1, -1)  # (block, log index) of the last log applied
         self.logs_applied = 0
         self.regions: set[str] = set()  # every region an offer was seen in (NO_REGION for offers without a spec)
+        self._live: dict[bytes, OfferLive] = {}
+        self._gone: OrderedDict[bytes, OfferLive] = OrderedDict()  # recently superseded or removed offers
 
     # -- the offer book ------------------------------------------------------------------------------------------
     def sync(self) -> int:
@@ -164,6 +169,15 @@ class MarketFeed:
                     self.regions.add(entry.region if entry.region is not None else NO_REGION)
         # gone first, so a provider's replaced offer leaves before its successor counts
         changes.sort(key=lambda c: not isinstance(c, OfferGone))
+        for c in changes:
+            if isinstance(c, OfferGone):
+                live = self._live.pop(c.offer_id, None)
+                if live is not None:
+                    self._gone[c.offer_id] = live
+            elif isinstance(c, OfferLive):
+                self._live[c.offer_id] = c
+        while len(self._gone) > GONE_KEPT:
+            self._gone.popitem(last=False)
         self.data.apply_all(changes)
         self._shown = now
         return len(changes)
@@ -191,7 +205,11 @@ class MarketFeed:
             at = await self.block_time(ev.block_number)
             self.sync()
             for change in chain_changes(ev, at):
-                if isinstance(change, _MARKET_TYPES):
+                if isinstance(change, LeaseOpenedLog) and change.offer_hash in self._gone:
+                    # the provider re-announced before this log arrived: count the lease on the market of the
+                    # offer it was opened from, which then leaves again
+                    self.data.apply_all((self._gone[change.offer_hash], change, OfferGone(change.offer_hash)))
+                elif isinstance(change, _MARKET_TYPES):
                     self.data.apply(change)
                 if isinstance(change, _RECORD_TYPES):
                     self.records.apply(change)

@@ -203,13 +203,14 @@ class OfferPublisher:
             self.live_offer_id = None
             return None
         pc = self.config
+        signed_at = self.clock()
         spec = self.spec()
         previous = self.nonce
         offer = Offer(provider=self.provider, nonce=self._next_nonce(),
                       gpu_model=gpu_model_from_name(free[0].name[:32]), gpu_count=len(free),
                       vram_mib=min(d.memory_mib for d in free), price_per_gpu_second=self.price,
                       min_duration=pc.min_duration, max_duration=pc.max_duration,
-                      expires_at=int(self.clock()) + pc.offer_ttl, spec_hash=spec_hash(spec))
+                      expires_at=int(signed_at) + pc.offer_ttl, spec_hash=spec_hash(spec))
         so = sign_offer(offer, spec, self.wallet_key, self.domain)
         blob = self.book.encode_offer(so)
         await self.gossip.publish(blob)  # validated locally first, so before it is in our own book
@@ -220,7 +221,7 @@ class OfferPublisher:
             except NodeError as exc:  # the new offer is out; the old one expires on its own
                 log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
         self.live_offer_id = bytes(offer.struct_hash())
-        view = {**offer_view(offer.struct_hash(), so), "published_at": self.clock()}
+        view = {**offer_view(offer.struct_hash(), so), "published_at": signed_at}
         self.published.append(view)
         del self.published[:-KEEP_PUBLISHED]
         log.info("offer published", extra={"offer_id": view["offer_id"], "gpus": offer.gpu_count})

@@ -119,6 +119,19 @@ def test_the_feed_follows_the_book_snapshots_and_the_chain() -> None:
     assert feed.market_prices("H100-80GB", "eu", exclude=150) == [300]
 
 
+def test_a_lease_whose_offer_was_superseded_before_its_log_arrived_still_counts() -> None:
+    book = OfferBook(DOMAIN)
+    feed = MarketFeed(book, block_time)
+    first = signed(1, price=100, gpus=4)
+    book.insert(first)
+    feed.sync()
+    book.insert(signed(1, price=120, gpus=1, nonce=2))  # the provider re-announced (the lease took 3 GPUs)
+    feed.sync()
+    asyncio.run(feed.on_chain_event(opened(1, 1, first.offer.struct_hash(), 3, 10)))
+    (s,) = feed.data.query(now=NOW + 10, region="eu")
+    assert (s.gpus_offered, s.gpus_free, s.gpus_leased, s.leases_open) == (1, 1, 3, 1)
+
+
 def test_market_gauges_are_exported_per_model_and_region() -> None:
     from prometheus_client import generate_latest
 
