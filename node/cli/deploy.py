@@ -20,7 +20,11 @@ from node.errors import NodeError
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="default deployments/<chainId>.json")
 def deploy(rpc_url: str, dev_account: int | None, keystore: Path | None, password_file: Path | None,
            out: Path | None) -> None:
-    """Deploy DevToken, ProviderStaking and LeaseEscrow and write the deployments file."""
+    """Deploy DevToken, ProviderStaking and LeaseEscrow and write the deployments file (docs/deployments.md)
+    with the compiler input of every contract next to it. Prints the deployments file as JSON.
+
+    Example: gpunet deploy --rpc-url http://127.0.0.1:8545 --dev-account 0
+    """
     from node.chain.deploy import deploy_all
     from node.crypto.wallet import resolve_wallet
 
