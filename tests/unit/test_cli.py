@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
