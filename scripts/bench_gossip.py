@@ -135,7 +135,8 @@ def worker_main(first: int, count: int, topic: str, tmp: Path) -> None:
                         with trio.move_on_after(float(args[0])):
                             while not all(h.mesh_size() >= 1 for h in hosts.values()):
                                 await trio.sleep(0.05)
-                        out("MESHED" if all(h.mesh_size() >= 1 for h in hosts.values()) else "TIMEOUT")
+                        alone = [i for i, h in hosts.items() if h.mesh_size() < 1]
+                        out(f"TIMEOUT nodes without a mesh peer: {alone}" if alone else "MESHED")
                     elif cmd == "RESET":
                         for r in received.values():
                             r.clear()
@@ -446,7 +447,7 @@ def main() -> None:
         worker_main(int(args.worker[0]), int(args.worker[1]), TOPIC, Path(args.worker[2]))
         return
     if args.quick:
-        args.messages, args.rate_seconds, args.rates = 30, 2.0, [20, 40, 80, 160]
+        args.messages, args.rate_seconds, args.rates = 20, 2.0, [20, 40, 80, 160]
     stacks = list(dict.fromkeys(args.stacks + (["python-untuned"] if args.before else [])))
     if "js" in stacks and (shutil.which("node") is None or not (JS_DIR / "node_modules").is_dir()):
         sys.exit("js-libp2p is not installed: needs node and `npm ci` in tests/interop/js")

@@ -173,7 +173,8 @@ for await (const line of commands) {
         meshed = [...nodes.values()].every((n) => n.services.pubsub.getMeshPeers(topic).length >= 1)
         if (!meshed) await sleep(50)
       }
-      out(meshed ? 'MESHED' : 'TIMEOUT')
+      const alone = [...nodes].filter(([, n]) => n.services.pubsub.getMeshPeers(topic).length < 1).map(([i]) => i)
+      out(meshed ? 'MESHED' : `TIMEOUT nodes without a mesh peer: ${JSON.stringify(alone)}`)
     } else if (cmd === 'RESET') {
       received = new Map([...nodes.keys()].map((i) => [i, new Map()]))
       publisher = Number(args[0])
