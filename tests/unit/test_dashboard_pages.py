@@ -171,3 +171,8 @@ async def test_the_market_price_filter_is_in_gdev_per_gpu_hour():
         text = await r.text()
     assert seen == [{"max_price": str(10**12), "model": "SIM-A100"}]
     assert 'data-unit="gdev" value="0.0036"' in text  # the open form's deposit: one GPU-hour, in gDEV
+
+
+async def test_empty_form_fields_mean_no_filter_on_the_page_but_not_in_the_json_api(client):
+    assert (await client.get("/market?model=&min_gpus=&max_price_hour=&region=")).status == 200
+    assert (await client.get("/v1/offers?min_gpus=")).status == 400

@@ -127,10 +127,19 @@ def register(api: Api) -> None:
 def _offer_filters() -> list[dict[str, Any]]:
     from node.api.routes.offers import QUERY
 
+    # An HTML form sends its empty fields too: empty means no filter.
     price = {"name": "max_price_hour", "in": "query", "required": False,
-             "description": "at most this price, gDEV per GPU-hour",
-             "schema": {"type": "string", "pattern": "^[0-9]{1,60}(\\.[0-9]{1,18})?$"}}
-    return [q for q in QUERY if q["name"] not in ("limit", "max_price")] + [price]
+             "description": "at most this price, gDEV per GPU-hour (empty: any)",
+             "schema": {"type": "string", "pattern": "^([0-9]{1,60}(\\.[0-9]{1,18})?)?$"}}
+    out = []
+    for q in QUERY:
+        if q["name"] in ("limit", "max_price"):
+            continue
+        if q["schema"].get("type") == "integer":
+            q = {**q, "description": q["description"] + " (empty: any)",
+                 "schema": {"type": "string", "pattern": "^[0-9]*$"}}
+        out.append(q)
+    return [*out, price]
 
 
 MARKET_FILTERS = frozenset(q["name"] for q in _offer_filters())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from node.api.registry import Api, Reply, failure, json_response
+from node.api.requests import BadRequest
 from node.api.schemas import CANCELLED, OFFERS, Schema
 
 COUNT: Schema = {"type": "integer", "minimum": 0}
@@ -17,14 +20,19 @@ FILTERS: dict[str, tuple[Schema, str]] = {
     "duration": (COUNT, "offers that allow a lease of this many seconds"),
     "limit": (COUNT, "at most this many offers (default 50, at most 1000)"),
 }
-QUERY = [{"name": n, "in": "query", "required": False, "description": d, "schema": s} for n, (s, d) in FILTERS.items()]
+QUERY: list[dict[str, Any]] = [{"name": n, "in": "query", "required": False, "description": d, "schema": s}
+                               for n, (s, d) in FILTERS.items()]
 
 
 def register(api: Api) -> None:
     node = api.node
 
     async def offers(request: web.Request) -> web.Response:
-        return json_response({"offers": node.query_offers(dict(request.query))})
+        params = dict(request.query)
+        for name, (schema, _) in FILTERS.items():
+            if schema is COUNT and params.get(name) == "":
+                raise BadRequest(f"query parameter {name} must be an integer")
+        return json_response({"offers": node.query_offers(params)})
 
     async def cancel_offers(_: web.Request) -> web.Response:
         return json_response(await node.cancel_offers())
