@@ -143,26 +143,56 @@ class LeaseEngine:
             await registered
         await self.dispatcher.replay()
         await self.provider.end_lost_jobs()
-        await self._find_pending_challenges()
+        await self._resync_from_chain()
         self.tasks.spawn(self._tick_loop())
         self.tasks.spawn(self.settlements.run())
 
-    async def _find_pending_challenges(self) -> None:
-        """A challenge made while this node was down is answered right away (its log may come later)."""
+    async def _resync_from_chain(self) -> None:
+        """Bring every lease that is not finalized up to the escrow's state at start: logs mined while the node was
+        down (or read before the engine ran) may never reach it. Each change is one a log would have brought, and
+        a log that does arrive later is a replay (ignored); a challenge pending here is answered at once."""
+        get_claim = getattr(self.runner.escrow, "get_claim", None)
         for rec in self.dispatcher:
-            if rec.state.role is not L.Role.PROVIDER or rec.state.status != L.LeaseStatus.OPEN:
+            s = rec.state
+            if s.status < L.LeaseStatus.OPEN or s.status >= L.LeaseStatus.FINALIZED or not rec.lease_id:
                 continue
+            lid = rec.lease_id
             try:
-                on_chain = await self.runner.escrow.get_lease(rec.lease_id)
+                on_chain = await self.runner.escrow.get_lease(lid)
+                claim = await get_claim(lid) if get_claim is not None else None
             except Exception as exc:
-                log.warning("could not read the lease at start", extra={"lease_id": rec.lease_id,
-                                                                         "error": repr(exc)[:200]})
+                log.warning("could not read the lease at start", extra={"lease_id": lid, "error": repr(exc)[:200]})
                 continue
-            if on_chain.liveness_deadline:
-                log.warning("liveness challenge pending at start", extra={"lease_id": rec.lease_id,
+            changes: list[L.Change] = []
+            money = s.ledger
+            if on_chain.deposit > money.deposit:
+                changes.append(L.ContractReceiveTopUp(lid, on_chain.deposit - money.deposit, on_chain.deposit,
+                                                      on_chain.ends_at))
+            if on_chain.last_seq > money.settled_seq:  # the fee of the catch-up is not known here: 0
+                changes.append(L.ContractReceiveLeaseSettled(lid, on_chain.last_seq, on_chain.settled_gpu_seconds,
+                                                             on_chain.paid - money.paid, 0))
+            if claim is not None:
+                seq, cumulative, ready_at = claim
+                if ready_at and s.faults.claim_ready_at != ready_at:
+                    changes.append(self._with_evidence(L.ContractReceiveUsageClaimed(lid, seq, cumulative, ready_at),
+                                                       s.role))
+                elif not ready_at and s.faults.claim_seq:  # the claim ended while we were away
+                    changes.append(L.ContractReceiveClaimFinalized(lid, s.faults.claim_seq, s.faults.claim_cumulative,
+                                                                   0))
+            if on_chain.closed_at and s.closed_at is None:
+                changes.append(L.ContractReceiveLeaseClosed(lid, on_chain.closed_at, ""))
+            if on_chain.liveness_deadline and s.faults.challenge_deadline != on_chain.liveness_deadline:
+                log.warning("liveness challenge pending at start", extra={"lease_id": lid,
                                                                            "deadline": on_chain.liveness_deadline})
-                await self.dispatcher.apply(rec, L.ContractReceiveLivenessChallenged(rec.lease_id,
-                                                                                     on_chain.liveness_deadline))
+                changes.append(L.ContractReceiveLivenessChallenged(lid, on_chain.liveness_deadline))
+            elif not on_chain.liveness_deadline and s.faults.challenge_deadline and on_chain.status == 1:
+                changes.append(L.ContractReceiveLivenessAnswered(lid))
+            if on_chain.status == 3:
+                changes.append(L.ContractReceiveLeaseFinalized(lid, on_chain.deposit - on_chain.paid))
+            for change in changes:
+                log.info("lease caught up with the chain at start", extra={"lease_id": lid,
+                                                                            "change": type(change).__name__})
+                await self.dispatcher.apply(rec, change)
 
     async def stop(self) -> None:
         self.tasks.stopping.set()

@@ -250,6 +250,10 @@ def _on_checkpoint(state: LeaseState, c: ReceiveCheckpoint) -> Result:
     )
     lid = state.lease_id
     counters = state.counters
+    if verdict.reason is RejectReason.SEQ_REPLAYED and c.signed_cp.checkpoint.seq <= state.ledger.settled_seq:
+        # an older checkpoint delivered late (queued while we were away; a claim or a restart settled past it):
+        # it pays nothing again and says nothing about the provider's honesty
+        return state, []
     if not verdict.accepted:
         assert verdict.reason is not None
         counters = replace(
