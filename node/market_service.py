@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from eth_utils import to_checksum_address
+
 from node.leases.spend import SpendCapReached, SpendGuard
 from node.market import offer_view
 from node.market_feed import MarketFeed
@@ -130,7 +132,7 @@ def parse_need(body: Mapping[str, Any]) -> LeaseRequest:
 def selection_view(sel: Selection, req: LeaseRequest, spent_today: int, limit: int = 10) -> dict[str, Any]:
     def ranked(r: Any) -> dict[str, Any]:
         q = r.quote
-        return {"offer_id": "0x" + q.offer_id.hex(), "provider": "0x" + q.provider.hex(),
+        return {"offer_id": "0x" + q.offer_id.hex(), "provider": to_checksum_address(q.provider),
                 "price_per_gpu_hour": str(q.price_per_gpu_hour), "score": round(r.score, 4), "total": str(q.total),
                 "region": r.candidate.region}
 
@@ -185,7 +187,7 @@ class MarketService:
         now = int(self.clock())
         offers = [offer_view(e.offer_id, e.signed) for e in self.book.entries() if e.offer.provider == raw]
         offers.sort(key=lambda o: o["offer_id"])
-        return {"provider": "0x" + raw.hex(), "record": record_view(self.feed.records.get(raw), now),
+        return {"provider": to_checksum_address(raw), "record": record_view(self.feed.records.get(raw), now),
                 "offers": offers}
 
     def choose(self, req: LeaseRequest) -> tuple[Selection, int]:

@@ -23,6 +23,7 @@ from node.cli.app import (
     print_table,
     when,
 )
+from node.cli.market import need_body, open_by_need
 
 EXIT_TIMEOUT = 4
 
@@ -59,20 +60,37 @@ def lease_list(node: NodeRef, as_json: bool) -> None:
 
 @lease.command("open")
 @node_options
-@click.option("--offer-id", required=True, help="0x offer id from `gpunet offers`")
+@click.option("--offer-id", help="0x offer id from `gpunet offers` (or choose by need with --model)")
 @click.option("--gpus", type=click.IntRange(1), required=True)
-@click.option("--deposit", required=True, help="gDEV put in escrow, e.g. 2.5")
+@click.option("--deposit", help="gDEV put in escrow, e.g. 2.5 (with --offer-id)")
+@click.option("--model", help="choose the best live offer of this GPU model instead (with --hours)")
+@click.option("--hours", type=click.FloatRange(0, min_open=True), help="with --model: how long the lease runs")
+@click.option("--min-vram", type=click.IntRange(1), help="with --model: at least this much memory per GPU (MiB)")
+@click.option("--region", help="with --model: only offers in this region")
+@click.option("--max-price", help="with --model: at most this price, gDEV per GPU-hour")
+@click.option("--quote", "quote_only", is_flag=True, help="with --model: show the choice and its cost, open nothing")
 @click.option("--command", "command", help="job command (argv as a JSON list or a plain string)")
 @click.option("--job-timeout", type=click.IntRange(1), help="seconds the job may run")
 @click.option("-q", "--quiet", is_flag=True, help="print the lease id only")
 @json_option
-def lease_open(node: NodeRef, offer_id: str, gpus: int, deposit: str, command: str | None,
-               job_timeout: int | None, quiet: bool, as_json: bool) -> None:
+def lease_open(node: NodeRef, offer_id: str | None, gpus: int, deposit: str | None, model: str | None,
+               hours: float | None, min_vram: int | None, region: str | None, max_price: str | None,
+               quote_only: bool, command: str | None, job_timeout: int | None, quiet: bool, as_json: bool) -> None:
     """Open a lease on an offer: the deposit goes into escrow and, with --command, the job starts on the provider.
+    With --model instead of --offer-id, the node picks the best live offer by price and provider record, pays for
+    --hours, and says what it chose and why (--quote: only say what it would cost now).
 
     Example: gpunet lease open --offer-id 0x… --gpus 1 --deposit 2 --command "python3 -c 'print(42)'"
+    Example: gpunet lease open --model H100-80GB --gpus 2 --hours 3 --region eu-west --max-price 2.5
     """
-    body: dict[str, Any] = {"offer_id": offer_id, "gpus": gpus, "deposit": str(parse_gdev(deposit, "--deposit"))}
+    if model is not None:
+        if hours is None or offer_id or deposit:
+            raise click.UsageError("--model needs --hours, and takes no --offer-id or --deposit")
+        need = need_body(model, gpus, hours, min_vram, region, max_price)
+    elif offer_id is None or deposit is None:
+        raise click.UsageError("give --offer-id and --deposit, or choose by need with --model and --hours")
+    body: dict[str, Any] = need if model is not None else {
+        "offer_id": offer_id, "gpus": gpus, "deposit": str(parse_gdev(deposit or "", "--deposit"))}
     if command:
         import shlex
 
@@ -81,6 +99,9 @@ def lease_open(node: NodeRef, offer_id: str, gpus: int, deposit: str, command: s
         except (json.JSONDecodeError, ValueError) as exc:
             raise click.BadParameter(f"{exc}", param_hint="--command") from exc
         body["job"] = {"argv": argv, **({"timeout_s": job_timeout} if job_timeout else {})}
+    if model is not None:
+        open_by_need(node.post, body, quote_only, as_json)
+        return
     v = node.post("/v1/leases", body)
     if quiet:
         click.echo(v["lease_id"])

@@ -6,7 +6,9 @@ and provider records come from the chain, and a spend cap stops an open with a m
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -16,7 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from click.testing import CliRunner
 
+from node.cli import main
 from node.service import Node
 
 from .conftest import CONSUMER, PRICE, PROVIDER, Devnet, node_config, until
@@ -89,6 +93,14 @@ async def test_utilisation_prices_follow_demand_and_selection_obeys_filters_budg
                             headers={"Authorization": f"Bearer {token}"})
         err = (await r.json())["error"]
         assert r.status == 400 and "per-lease cap of " + str(2000 * PRICE) in err, err
+    assert consumer.leases() == []
+    # the same from the command line: a quote by need, and the market table's data
+    cli = ["--api", consumer.api_url, "--token", token]
+    r = await asyncio.to_thread(CliRunner().invoke, main, ["lease", "open", *cli, "--model", MODEL, "--gpus", "3",
+                                                           "--hours", "0.05", "--region", "us", "--quote"])
+    assert r.exit_code == 0 and r.output.startswith(f"quote: 3 GPU(s) for 180 s from {b.address}"), r.output
+    r = await asyncio.to_thread(CliRunner().invoke, main, ["market", *cli, "--region", "eu", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["markets"][0]["gpus_offered"] == 4, r.output
     assert consumer.leases() == []
 
     # -- a lease on most of a's GPUs: a's price goes up, once per interval at most ------------------------------

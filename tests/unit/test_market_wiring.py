@@ -316,12 +316,12 @@ def _service(tmp_path: Path, cfg: ConsumerConfig) -> tuple[MarketService, list[t
 def test_quote_and_open_by_need_obey_filters_record_and_caps(tmp_path: Path) -> None:
     svc, opens, db = _service(tmp_path, ConsumerConfig(max_spend_per_lease=100 * 2 * 3600))
     q = svc.quote({"model": "H100-80GB", "gpus": 2, "hours": 1, "region": "eu"})
-    assert q["chosen"]["provider"] == "0x" + addr(1).hex() and q["quote"]["total"] == str(100 * 2 * 3600)
+    assert q["chosen"]["provider"] == to_checksum_address(addr(1)) and q["quote"]["total"] == str(100 * 2 * 3600)
     assert {e["reason"] for e in q["excluded"]} == {"region", "gpus"}
     assert not opens  # a quote opens nothing
     # a price cap leaves only the cheaper offer of another region
     q = svc.quote({"model": "H100-80GB", "gpus": 1, "hours": 1, "max_price": 90 * 3600})
-    assert q["chosen"]["provider"] == "0x" + addr(2).hex()
+    assert q["chosen"]["provider"] == to_checksum_address(addr(2))
     assert "price" in {e["reason"] for e in q["excluded"]}
 
     out = asyncio.run(svc.open({"model": "H100-80GB", "gpus": 2, "hours": 1, "region": "eu"}))
@@ -369,3 +369,23 @@ async def test_market_routes_serve_figures_records_quotes_and_opens(tmp_path: Pa
         assert {"/v1/market", "/v1/providers/{address}", "/v1/quote", "/v1/leases/select"} <= set(doc["paths"])
     db.close()
 
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_market_table_and_choice_text(tmp_path: Path) -> None:
+    from node.cli.market import choice_text, market_rows, need_body
+
+    svc, _, db = _service(tmp_path, ConsumerConfig())
+    header, (row,) = market_rows(svc.market({"region": "eu"}))
+    assert header[:6] == ["model", "region", "GPUs", "free", "leased", "util"]
+    assert row[:6] == ["H100-80GB", "eu", "5", "5", "0", "0%"]
+    body = need_body("H100-80GB", 2, 1.5, None, "eu", "0.5")
+    assert body == {"model": "H100-80GB", "gpus": 2, "hours": 1.5, "region": "eu", "max_price": str(5 * 10**17)}
+    text = choice_text(svc.quote({"model": "H100-80GB", "gpus": 2, "hours": 1, "region": "eu"}), opened=False)
+    assert text.startswith("quote: 2 GPU(s) for 3600 s from 0x") and "why: lowest price adjusted" in text
+    assert "left out: 2 offer(s)" in text
+    assert choice_text(svc.quote({"model": "B200", "gpus": 1, "hours": 1}), opened=False).startswith(
+        "no offer matches")
+    db.close()
