@@ -40,6 +40,7 @@ from node.protocol.lease_messages import (
     encode_message,
     seal_job_spec,
     to_change,
+    utf8_head,
 )
 from node.protocol.offerbook import BookEntry
 
@@ -64,7 +65,7 @@ def job_spec_bytes(job: dict[str, Any]) -> bytes:
 
 
 def error_reply(lid: int, ref: MsgType, code: ErrorCode, message: str) -> bytes:
-    return encode_message(ErrorMessage(lid, ref, 0, code, message[:200]))
+    return encode_message(ErrorMessage(lid, ref, 0, code, utf8_head(message)))
 
 
 class ConsumerDriver:

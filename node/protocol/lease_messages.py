@@ -155,6 +155,14 @@ def _utf8(text: str, cap: int, what: str) -> bytes:
     return raw
 
 
+def utf8_head(text: str, max_bytes: int = MAX_ERROR_MESSAGE_BYTES) -> str:
+    """The start of ``text`` that fits in ``max_bytes`` of UTF-8, cut on a character boundary (error messages)."""
+    raw = text.encode("utf-8")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[:max_bytes].decode("utf-8", errors="ignore")  # drops only the split last character
+
+
 def utf8_tail(text: str | bytes, max_bytes: int = MAX_LOG_TAIL_BYTES) -> str:
     """The end of ``text`` that fits in ``max_bytes`` of UTF-8, cut on a character boundary.
 

@@ -162,3 +162,14 @@ def test_sealing_uses_fresh_nonces():
     a = box.seal(b"same", CONSUMER_NODE, bytes(PROVIDER_NODE.verify_key))
     b = box.seal(b"same", CONSUMER_NODE, bytes(PROVIDER_NODE.verify_key))
     assert a != b and a[:24] != b[:24]
+
+
+def test_error_replies_are_cut_by_utf8_bytes_not_characters():
+    from node.leases.consumer import error_reply
+    from node.protocol.lease_messages import MAX_ERROR_MESSAGE_BYTES, ErrorCode, ErrorMessage, MsgType, utf8_head
+
+    text = "\u2588" * 200  # 600 bytes of UTF-8 in 200 characters
+    reply = decode_message(error_reply(7, MsgType.JOB_SPEC, ErrorCode.MALFORMED, text))
+    assert isinstance(reply, ErrorMessage) and reply.lease_id == 7
+    assert len(reply.message.encode()) <= MAX_ERROR_MESSAGE_BYTES and set(reply.message) == {"\u2588"}
+    assert utf8_head("ok") == "ok" and utf8_head("é" * 3, 5) == "éé"
