@@ -69,7 +69,8 @@ async def test_utilisation_prices_follow_demand_and_selection_obeys_filters_budg
     # the consumer may put at most 2000 GPU-seconds at the base price into one lease
     # (it syncs from both providers at start: b's offer was gossiped before a had seen b register)
     ccfg = node_config(devnet, tmp_path / "c", account=CONSUMER, bootstrap=(*boot, b.p2p.listen_addrs[0]))
-    consumer = await start(replace(ccfg, consumer=replace(ccfg.consumer, max_spend_per_lease=2000 * PRICE)))
+    ccfg = replace(ccfg, consumer=replace(ccfg.consumer, max_spend_per_lease=2000 * PRICE))
+    consumer = await start(ccfg)
     assert a.address and b.address
     await until(lambda: offer_of(consumer, a.address) and offer_of(consumer, b.address), 30,
                 "both providers' offers in the consumer's book")
@@ -150,3 +151,11 @@ async def test_utilisation_prices_follow_demand_and_selection_obeys_filters_budg
     assert b.publisher is not None and b.publisher.price_changes == []  # fixed: the configured price, always
     view = consumer.markets.provider(a.address)
     assert view["record"]["leases_opened"] == 1 and view["offers"]
+
+    # a restarted node resumes its log poller where it stopped, and reads the history again for the records
+    before = consumer.market_feed.records.get(bytes.fromhex(a.address[2:]))
+    await consumer.stop()
+    again = await start(ccfg)
+    assert again.market_feed.records.get(bytes.fromhex(a.address[2:])) == before
+    (eu,) = again.markets.market({"model": MODEL, "region": "eu"})["markets"]
+    assert (eu["gpus_offered"], eu["leases_open"]) == (4, 0)
