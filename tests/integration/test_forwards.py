@@ -1,0 +1,127 @@
+"""Port forwards over real libp2p hosts on loopback (``/gpunet/forward/1.0.0``), to a TCP server the accepting
+node reaches itself: bytes intact both ways with half-close, 50 connections at once, refusals with their
+reasons, and a listener on 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from node.p2p import P2PConfig
+from node.p2p.bridge import P2PNode, P2PRuntime
+from node.p2p.forward import ForwardRefused, Forwards, Refusal, decode_request, encode_reply, encode_request
+from node.types import ACCEPTED, Validation
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+TOPIC = "gpunet/31337/0x0000000000000000000000000000000000000001/offers/1"
+LEASE, PORT = 7, 8080
+
+
+def accept_all(data: bytes, sender: str) -> Validation:
+    return ACCEPTED
+
+
+async def echo_server() -> tuple[asyncio.Server, int]:
+    """Answers every connection with the sha256 of everything it read, once the client half-closed."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        h = hashlib.sha256()
+        while chunk := await reader.read(65536):
+            h.update(chunk)
+        writer.write(h.hexdigest().encode())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def exchange(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(payload)
+    await writer.drain()
+    writer.write_eof()  # half-close: the answer comes after it
+    answer = await asyncio.wait_for(reader.read(), 60)
+    writer.close()
+    return answer
+
+
+async def refused(port: int) -> bool:
+    """The connection is closed (or reset: the node drops it unread) without a byte of answer."""
+    try:
+        return await exchange(port, b"hello") == b""
+    except ConnectionResetError:
+        return True
+
+
+@pytest.fixture
+async def three(tmp_path: Path):
+    async with P2PRuntime() as rt:
+        nodes = []
+        for name in ("provider", "consumer", "stranger"):
+            node = P2PNode(P2PConfig(key_path=tmp_path / name / "node.key", topic=TOPIC), accept_all, runtime=rt)
+            await node.start()
+            nodes.append(node)
+        try:
+            yield nodes
+        finally:
+            await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+
+
+def test_header_and_reply_layout() -> None:
+    assert encode_request(LEASE, PORT) == b"\x01" + LEASE.to_bytes(32, "big") + PORT.to_bytes(2, "big")
+    assert decode_request(encode_request(LEASE, PORT)) == (LEASE, PORT)
+    with pytest.raises(ForwardRefused, match="MALFORMED"):
+        decode_request(b"\x02" + encode_request(LEASE, PORT)[1:])
+    assert encode_reply(Refusal.PORT_NOT_DECLARED, "é" * 200)[:2] == bytes([4, 254])
+
+
+async def test_forwards_carry_bytes_both_ways_and_refuse_what_is_not_allowed(three):
+    provider, consumer, stranger = three
+    server, target = await echo_server()
+    asked: list[tuple[str, int, int]] = []
+
+    async def authorize(peer: str, lease_id: int, port: int) -> tuple[str, int]:
+        asked.append((peer, lease_id, port))
+        if peer != consumer.peer_id:
+            raise ForwardRefused(Refusal.NOT_CONSUMER, "not the lease's consumer node")
+        if lease_id != LEASE:
+            raise ForwardRefused(Refusal.UNKNOWN_LEASE, "no such lease")
+        if port != PORT:
+            raise ForwardRefused(Refusal.PORT_NOT_DECLARED, f"port {port} is not declared")
+        return "127.0.0.1", target
+
+    served = Forwards(provider, max_connections=64, idle_s=30)
+    await served.serve(authorize)
+    await consumer.connect(provider.listen_addrs[0])
+    await stranger.connect(provider.listen_addrs[0])
+    mine = Forwards(consumer)
+    fwd = await mine.add(LEASE, provider.peer_id, PORT)
+
+    payload = os.urandom(3 * 1024 * 1024 + 17)
+    assert await exchange(fwd.local_port, payload) == hashlib.sha256(payload).hexdigest().encode()
+
+    many = [os.urandom(64 * 1024 + i) for i in range(50)]
+    answers = await asyncio.gather(*(exchange(fwd.local_port, p) for p in many))
+    assert answers == [hashlib.sha256(p).hexdigest().encode() for p in many]
+
+    for forwards, lease_id, port, who in ((mine, LEASE + 1, PORT, consumer), (mine, LEASE, 22, consumer),
+                                          (Forwards(stranger), LEASE, PORT, stranger)):
+        other = await forwards.add(lease_id, provider.peer_id, port)
+        assert await refused(other.local_port)
+        assert asked[-1] == (who.peer_id, lease_id, port)
+
+    # the listener is on loopback only
+    listening = {line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A"}
+    assert f"0100007F:{fwd.local_port:04X}" in listening
+    assert not any(addr.endswith(f":{fwd.local_port:04X}") and not addr.startswith("0100007F") for addr in listening)
+
+    assert await mine.remove_lease(LEASE) == 2
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", fwd.local_port)
+    server.close()
