@@ -413,6 +413,9 @@ class ContainerSettings:
     stop_grace_s: float = 5.0
     callback_timeout_s: float = 5.0
     podman_libpod_create: bool = False  # create every container through Podman's own API (always for GPUs)
+    # a job that declares ports (and gets no egress) runs on this internal network: no route out, the provider
+    # reaches its ports at its address there (:meth:`ContainerExecutor.address_of`)
+    private_network: str = "gpunet-private"
 
     def __post_init__(self) -> None:
         if not self.node_id or _NAME_SAFE.search(self.node_id):
@@ -525,6 +528,32 @@ class ContainerExecutor:
                 )
         return removed
 
+    async def ensure_private_network(self) -> str:
+        """The internal network of jobs that declare ports, created when missing."""
+        name = self.settings.private_network
+        found = await self._docker.networks.list(filters={"name": [name]})
+        if not any(n.get("Name") == name for n in found):
+            with contextlib.suppress(DockerError):  # created meanwhile by another job
+                await self._docker.networks.create({"Name": name, "Internal": True, "Driver": "bridge",
+                                                    "Labels": {LABEL_NODE: self.settings.node_id}})
+        return name
+
+    async def address_of(self, lease_id: LeaseId) -> str | None:
+        """Where this node reaches the running container of ``lease_id`` (its IP address on its network)."""
+        for job in list(self._jobs):
+            if job.lease_id != lease_id or not job.running or job.container_id is None:
+                continue
+            try:
+                info = await self._docker.containers.container(job.container_id).show()
+            except DockerError:
+                return None
+            settings = info.get("NetworkSettings") or {}
+            for net in (settings.get("Networks") or {}).values():
+                if net.get("IPAddress"):
+                    return str(net["IPAddress"])
+            return str(settings.get("IPAddress") or "") or None
+        return None
+
     async def job_containers(self, node_id: str | None = None) -> list[tuple[str, dict[str, str]]]:
         """``(id, labels)`` of every container (running or not) labelled with ``node_id`` (default: this node's)."""
         node = node_id or self.settings.node_id
@@ -549,7 +578,7 @@ class ContainerExecutor:
         for path in image_volumes:
             tmpfs.setdefault(path, tmpfs_opts)
         host: dict[str, Any] = {
-            "NetworkMode": "bridge" if s.allow_egress else "none",
+            "NetworkMode": "bridge" if s.allow_egress else (s.private_network if job.ports else "none"),
             "Privileged": False,
             "CapDrop": ["ALL"],
             "CapAdd": [],
@@ -633,6 +662,7 @@ def libpod_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
         },
         "shm_size": host["ShmSize"],
         "netns": {"nsmode": "none" if host["NetworkMode"] == "none" else "bridge"},
+        **({"networks": {host["NetworkMode"]: {}}} if host["NetworkMode"] not in ("none", "bridge") else {}),
         "ipcns": {"nsmode": "private"},
         "r_limits": [
             {"type": u["Name"], "soft": u["Soft"], "hard": u["Hard"]} for u in host["Ulimits"]
@@ -736,6 +766,8 @@ class ContainerJob:
                 return self._outcome(began, exit_code=126, failure=FAILED_START, digest=digest,
                                      error=f"cannot give the job its GPUs: {missing}")
             try:
+                if config["HostConfig"]["NetworkMode"] == self._settings.private_network:
+                    await self._executor.ensure_private_network()
                 container = await self._create(config, name)
             except DockerError as exc:
                 return self._start_failed(began, exc, digest)
