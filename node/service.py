@@ -90,6 +90,7 @@ class Node:
         self.devices: tuple[GpuDevice, ...] = ()
         self.engine: LeaseEngine | None = None
         self.executor_choice: Any = None  # node.provider.runtime.ExecutorChoice of a provider
+        self._forwards: Any = None  # node.provider.forward_access.ForwardService
         self.publisher: OfferPublisher | None = None
         self.api_url = ""
 
@@ -187,6 +188,7 @@ class Node:
             await self.engine.start()
             sup.cleanup("lease engine", self.engine.stop)
             self.events.leases = self.engine
+            await self._start_forwards(sup)
         sup.spawn("gossip intake", self._gossip_loop(), essential=True)
         sup.spawn("log poller", poller.run(), essential=True)
         sup.spawn("housekeeping", self._housekeeping(), essential=False)
@@ -364,6 +366,21 @@ class Node:
                 "stake_free": str(await self.staking.free_stake(who)),
                 "stake_locked": str(await self.staking.locked_stake(who)),
                 "earnings": str(await self.escrow.earnings(who)), "refunds": str(await self.escrow.refunds(who))}
+
+    async def _start_forwards(self, sup: Supervisor) -> None:
+        """Port forwards: a provider accepts them for its leases' declared ports, a consumer makes them."""
+        from node.p2p.forward import Forwards
+        from node.provider.forward_access import ForwardService, end_with_leases, provider_authorize
+
+        assert self.engine is not None
+        forwards = Forwards(self.p2p)
+        if self.cfg.provider.enabled and self.executor_choice is not None:
+            await forwards.serve(provider_authorize(self.engine, self.executor_choice.executor))
+        self._forwards = ForwardService(forwards, self.engine)
+        sup.spawn("forwards", end_with_leases(forwards, self.engine), essential=False)
+
+    def forward_service(self) -> Any:
+        return self._forwards
 
     def lease_logs(self, lease_id: int, after: int = -1, limit: int = 256) -> dict[str, Any] | None:
         """A consumer lease's job output kept by this node (see ``LeaseEngine.logs``)."""

@@ -265,6 +265,28 @@ class Forwards:
         self._forwards[fwd.forward_id] = fwd
         return fwd
 
+    async def probe(self, lease_id: int, peer: str, port: int) -> tuple[Refusal, str]:
+        """Whether the other node would forward a connection to ``port`` now (it connects to the port and closes
+        at once): readiness of a service."""
+        async def ask() -> tuple[Refusal, str]:
+            stream = None
+            try:
+                with trio.fail_after(HEADER_TIMEOUT_S):
+                    _pid, stream = await self.node.host._open(peer, PROTOCOL)
+                    await stream.write(encode_request(lease_id, port))
+                    head = await _read_exactly(stream, 2)
+                    if len(head) != 2:
+                        return Refusal.UNREACHABLE, "no answer"
+                    reason = (await _read_exactly(stream, head[1])).decode("utf-8", "replace")
+                    return Refusal(head[0]) if head[0] in {r.value for r in Refusal} else Refusal.MALFORMED, reason
+            finally:
+                if stream is not None:
+                    with contextlib.suppress(Exception), trio.move_on_after(2):
+                        await stream.reset()
+
+        result: tuple[Refusal, str] = await self.node._runtime.call(ask)
+        return result
+
     async def _connect(self, fwd: Forward, tcp: trio.SocketStream) -> None:
         stream = None
         fwd.connections += 1

@@ -16,6 +16,8 @@ from node.p2p.bridge import P2PNode, P2PRuntime
 from node.p2p.forward import ForwardRefused, Forwards, Refusal, decode_request, encode_reply, encode_request
 from node.types import ACCEPTED, Validation
 
+from .conftest_containers import podman_service  # noqa: F401 - fixture
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 TOPIC = "gpunet/31337/0x0000000000000000000000000000000000000001/offers/1"
@@ -125,3 +127,50 @@ async def test_forwards_carry_bytes_both_ways_and_refuse_what_is_not_allowed(thr
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", fwd.local_port)
     server.close()
+
+
+# --- a service lease end to end: anvil, two nodes, a container serving HTTP -----------------------------------
+
+async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(nodes, devnet, podman_service):  # noqa: F811
+    import urllib.request
+
+    import aiohttp
+
+    from .conftest import CONSUMER, until
+    from .test_container_leases import container_job, offer_of, open_lease, provider_config, started, token_of
+
+    provider = await started(provider_config(devnet, Path(devnet.tmp) / "fw1", podman_service))
+    try:
+        consumer = await nodes("consumer", account=CONSUMER, bootstrap=(provider.p2p.listen_addrs[0],))
+        offer = await offer_of(consumer, provider.address)
+        job = container_job("mkdir /tmp/www && seq 1 200000 > /tmp/www/data.txt && "
+                            "exec busybox httpd -f -p 8080 -h /tmp/www", ports=[8080])
+        lid = await open_lease(consumer, offer, job)
+        auth = {"Authorization": f"Bearer {token_of(consumer)}"}
+        base = f"{consumer.api_url}/v1/leases/{lid}/forwards"
+        async with aiohttp.ClientSession() as http:
+            await until(lambda: (consumer.lease(lid) or {}).get("heartbeats", 0) > 0, 60, "the lease to run")
+            async with http.post(base, json={"container_port": 22}, headers=auth) as resp:
+                assert resp.status == 400 and "not among the ports" in (await resp.json())["error"]
+            async with http.post(base, json={"container_port": 8080, "wait": 60}, headers=auth) as resp:
+                assert resp.status == 201, await resp.text()
+                fwd = await resp.json()
+            assert fwd["local"].startswith("127.0.0.1:")
+            expected = "".join(f"{i}\n" for i in range(1, 200001)).encode()
+            body = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://{fwd['local']}/data.txt", timeout=30).read())
+            assert hashlib.sha256(body).hexdigest() == hashlib.sha256(expected).hexdigest()
+            listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                         if line.split()[3] == "0A" and line.split()[1].endswith(f":{fwd['local_port']:04X}")]
+            assert listening == [f"0100007F:{fwd['local_port']:04X}"]
+            async with http.get(base, headers=auth) as resp:
+                assert [f["forward_id"] for f in (await resp.json())["forwards"]] == [fwd["forward_id"]]
+
+            await consumer.close_lease(lid)
+            await until(lambda: not consumer.forward_service().list(lid), 30, "the forward to end with the lease")
+            with pytest.raises(OSError):
+                await asyncio.open_connection("127.0.0.1", fwd["local_port"])
+            notices = [n["notice"] for n in consumer.lease(lid)["notices"]]
+            assert "forwards_closed" in notices
+    finally:
+        await provider.stop()

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from node.api.registry import Api
-from node.api.routes import dashboard, docs, events, leases, logs, market, metrics, offers, status
+from node.api.routes import dashboard, docs, events, forwards, leases, logs, market, metrics, offers, status
 
 ROUTES: tuple[Callable[[Api], None], ...] = (
     status.register,
     offers.register,
     leases.register,
     logs.register,
+    forwards.register,
     market.register,
     events.register,
     metrics.register,
