@@ -166,11 +166,28 @@ async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(n
             async with http.get(base, headers=auth) as resp:
                 assert [f["forward_id"] for f in (await resp.json())["forwards"]] == [fwd["forward_id"]]
 
+            # the provider's own checks, asked directly over the forward protocol
+            ours = consumer.forward_service().forwards
+            peer = provider.p2p.peer_id
+            assert (await ours.probe(lid, peer, 8080))[0] is Refusal.OK
+            assert (await ours.probe(lid, peer, 22))[0] is Refusal.PORT_NOT_DECLARED
+            assert (await ours.probe(lid + 1000, peer, 8080))[0] is Refusal.UNKNOWN_LEASE
+            async with P2PRuntime() as rt:
+                stranger = P2PNode(P2PConfig(key_path=Path(devnet.tmp) / "fw-stranger" / "node.key", topic=TOPIC),
+                                   accept_all, runtime=rt)
+                await stranger.start()
+                try:
+                    await stranger.connect(provider.p2p.listen_addrs[0])
+                    assert (await Forwards(stranger).probe(lid, peer, 8080))[0] is Refusal.NOT_CONSUMER
+                finally:
+                    await stranger.stop()
+
             await consumer.close_lease(lid)
             await until(lambda: not consumer.forward_service().list(lid), 30, "the forward to end with the lease")
             with pytest.raises(OSError):
                 await asyncio.open_connection("127.0.0.1", fwd["local_port"])
             notices = [n["notice"] for n in consumer.lease(lid)["notices"]]
             assert "forwards_closed" in notices
+            assert (await ours.probe(lid, peer, 8080))[0] is Refusal.LEASE_NOT_RUNNING  # a closed lease
     finally:
         await provider.stop()
