@@ -20,6 +20,7 @@ from node.market import offer_view
 from node.market_feed import MarketFeed
 from node.protocol.market_data import ALL_REGIONS, DEFAULT_WINDOWS, MarketSummary
 from node.protocol.offerbook import OfferBook
+from node.protocol.offers import gpu_model_from_name
 from node.protocol.provider_record import ProviderRecord, score
 from node.protocol.selection import Candidate, Exclusion, LeaseRequest, Selection, hours_to_seconds, select
 
@@ -195,7 +196,9 @@ class MarketService:
         now = int(self.clock())
         spent = self.guard.spent_today() if self.guard is not None else 0
         caps = self.guard.caps if self.guard is not None else None
-        candidates = [Candidate(e.offer_id, e.offer, e.region) for e in self.book.entries()]
+        model = gpu_model_from_name(req.gpu_model)  # offers of other models are not candidates at all
+        candidates = [Candidate(e.offer_id, e.offer, e.region) for e in self.book.entries()
+                      if e.offer.gpu_model == model]
         taken = {c.offer_id: self.feed.data.gpus_taken(c.offer_id) for c in candidates}
         kw: dict[str, Any] = {"caps": caps} if caps is not None else {}
         sel = select(req, candidates, self.feed.records.all(), now, spent_today=spent, gpus_taken=taken, **kw)

@@ -144,10 +144,12 @@ class OfferPublisher:
 
     def reprice(self, now: float) -> bool:
         """Ask the policy once per ``reannounce_interval``; True when a new price is to be announced now."""
-        if isinstance(self.policy, FixedPolicy) or now < self._next_reprice or not self.devices:
+        if isinstance(self.policy, FixedPolicy) or now < self._next_reprice:
             return False
         interval = self.config.reannounce_interval
         self._next_reprice = now + interval
+        if not self.devices:
+            return False
         total, busy = len(self.devices), len(self.busy_devices())
         prices: list[int] = []
         if isinstance(self.policy, MarketPolicy):

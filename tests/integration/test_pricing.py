@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.cli import main
 from node.service import Node
@@ -94,6 +95,12 @@ async def test_utilisation_prices_follow_demand_and_selection_obeys_filters_budg
                             headers={"Authorization": f"Bearer {token}"})
         err = (await r.json())["error"]
         assert r.status == 400 and "per-lease cap of " + str(2000 * PRICE) in err, err
+        text = await (await http.get(consumer.api_url + "/metrics")).text()
+        gauges = {(s.name, s.labels.get("model"), s.labels.get("region")): s.value
+                  for family in text_string_to_metric_families(text) for s in family.samples}
+        assert gauges[("gpunet_market_gpus_offered", MODEL, "*")] == 8
+        assert gauges[("gpunet_market_median_price_per_gpu_hour", MODEL, "us")] == 3 * PRICE * 3600
+        assert gauges[("gpunet_market_utilisation", MODEL, "eu")] == 0
     assert consumer.leases() == []
     # the same from the command line: a quote by need, and the market table's data
     cli = ["--api", consumer.api_url, "--token", token]
