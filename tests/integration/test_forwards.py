@@ -104,8 +104,9 @@ async def test_forwards_carry_bytes_both_ways_and_refuse_what_is_not_allowed(thr
     mine = Forwards(consumer)
     fwd = await mine.add(LEASE, provider.peer_id, PORT)
 
-    payload = os.urandom(3 * 1024 * 1024 + 17)
+    payload = os.urandom(100 * 1024 * 1024 + 17)  # 100 MB: the server's hash of what arrived must match
     assert await exchange(fwd.local_port, payload) == hashlib.sha256(payload).hexdigest().encode()
+    del payload
 
     many = [os.urandom(64 * 1024 + i) for i in range(50)]
     answers = await asyncio.gather(*(exchange(fwd.local_port, p) for p in many))
