@@ -101,7 +101,7 @@ async def test_silent_consumer_provider_stops_claims_finalizes_and_withdraws(nod
     await until(lambda: consumer.lease(lid)["settled_seq"] >= 1, 20, "a first settlement")
     await consumer.stop()  # the consumer disappears
     await until(lambda: fault(provider, lid).get("serving_paused"), 20, "the provider to stop serving")
-    assert provider.lease(lid)["job_running"] is False
+    await until(lambda: provider.lease(lid)["job_running"] is False, 10, "the job to be stopped")
     claimed = await until(lambda: events(devnet, lid, "UsageClaimed"), 20, "the provider's claim")
     await until(lambda: events(devnet, lid, "ClaimFinalized"), 20, "the claim to be finalized")
     await until(lambda: provider.lease(lid)["status"] == "FINALIZED", 60, "the provider to finalize the lease")
