@@ -70,12 +70,16 @@ class ChainClient:
 
     @classmethod
     async def connect(cls, rpc_url: str, deployment: Deployment, db: Database, wallet_key: bytes | None,
-                      check_code: bool = True) -> ChainClient:
-        w3 = make_w3(rpc_url)
+                      check_code: bool = True, first_contact_s: float = 5.0, retry_for: float = 20.0) -> ChainClient:
+        """An endpoint that does not answer within ``first_contact_s`` is an error (a wrong URL should fail fast);
+        once it has answered, each request rides out failures for up to ``retry_for`` seconds."""
+        provider = ResilientHTTPProvider(rpc_url, retry_for=first_contact_s)
+        w3 = AsyncWeb3(provider, middleware=[])
         try:
             chain_id = int(await w3.eth.chain_id)
         except Exception as exc:
-            raise ChainError(f"RPC endpoint {rpc_url} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise ChainError(f"RPC endpoint {_redact_url(rpc_url)} unreachable: {type(exc).__name__}: {exc}") from exc
+        provider.retry_for = retry_for
         if chain_id != deployment.chain_id:
             raise ChainMismatch(f"RPC {rpc_url} is chain {chain_id}, deployments file says {deployment.chain_id}")
         artifacts = {n: load_artifact(n) for n in ("DevToken", "ProviderStaking", "LeaseEscrow")}
