@@ -108,6 +108,7 @@ class Processes:
                 p.wait(timeout=5)
 
 
+SERVICE_SCRIPT = "echo serving /www on port 8080; exec busybox httpd -f -p 8080 -h /www"
 CONTAINER_SCRIPT = ("echo \"hello from a leased container: $(id -u):$(id -g), GPUs $GPUNET_SIMULATED_GPUS\"; "
                     "for step in 0 1 2 3 4 5; do echo step $step; sleep 1; done; echo job done")
 
@@ -173,7 +174,8 @@ def main() -> int:
 
         from node.demo_runtime import start_runtime
 
-        runtime = start_runtime(os.environ.get("GPUNET_DEMO_EXECUTOR", "auto"))
+        service = "--service" in sys.argv[1:]  # a service lease: the container serves HTTP through a forward
+        runtime = start_runtime("container" if service else os.environ.get("GPUNET_DEMO_EXECUTOR", "auto"))
         console.print(f"[green]✓[/] jobs run with the {runtime.description}")
         pdir, cdir = workdir / "provider", workdir / "consumer"
         write_config(workdir / "provider.toml", data_dir=pdir, rpc=anvil.url, deployments=dep_path,
@@ -201,13 +203,22 @@ def main() -> int:
         deposit = PRICE * 2 * 600  # 2 GPUs for up to 10 minutes
         t_open = time.monotonic()
         lease = http(f"{cinfo['api']}/v1/leases", {"offer_id": offer["offer_id"], "gpus": 2, "deposit": str(deposit),
-                                                   "job": runtime.job(CONTAINER_SCRIPT, JOB)}, token)
+                                                   "job": ({**runtime.job(SERVICE_SCRIPT, [], 600), "ports": [8080]}
+                                                           if service else runtime.job(CONTAINER_SCRIPT, JOB))},
+                     token)
         lid = lease["lease_id"]
         console.print(f"[green]✓[/] lease {lid} opened on-chain, deposit {deposit / E18:g} gDEV")
         wait(lambda: any(x["lease_id"] == lid and x.get("job_running") for x in http(f"{pinfo['api']}/v1/leases")
                          ["leases"]) or procs.check(), 30, "the provider to start the job")
         console.print(f"[green]✓[/] provider running the job ({runtime.executor} executor) "
                       f"{time.monotonic() - t_open:.2f}s after the open command")
+        if service:
+            fwd = http(f"{cinfo['api']}/v1/leases/{lid}/forwards", {"container_port": 8080, "wait": 30}, token)
+            console.print(f"[green]✓[/] forward {fwd['local']} -> the container's port 8080 (over libp2p, "
+                          "nothing published on the provider)")
+            with urllib.request.urlopen(f"http://{fwd['local']}/index.html", timeout=30) as resp:
+                console.print(f"[green]✓[/] GET http://{fwd['local']}/index.html -> {resp.status}: "
+                              f"{resp.read().decode().strip()!r}")
         seen = (0, 0, 0)
 
         def progress() -> bool:
@@ -220,16 +231,17 @@ def main() -> int:
                 console.print(f"  heartbeats {v['heartbeats']:3d} · checkpoints accepted {v['accepted_seq']:2d} "
                               f"({v['accepted_gpu_seconds']} GPU·s) · settled seq {v['settled_seq']:2d} · "
                               f"paid {int(v['paid']) / E18:g} gDEV · rejected {v['rejected_checkpoints']}")
-            return ("job_result" in v and v["settled_seq"] >= 1
+            return (("job_result" in v or service) and v["settled_seq"] >= 1
                     and v["settled_gpu_seconds"] == v["accepted_gpu_seconds"] > 0)
 
         wait(progress, 90, "the job to finish and its usage to be settled", interval=0.5)
         v = http(f"{cinfo['api']}/v1/leases/{lid}")
-        digest = v["job_result"].get("image_digest")
-        console.print(f"[green]✓[/] job finished, exit code {v['job_result']['exit_code']}"
-                      + (f", image {digest}" if digest else "") + "; output tail:")
-        for line in v["job_result"]["log_tail"].strip().splitlines()[-4:]:
-            console.print(f"    [dim]{line}[/]")
+        if not service:
+            digest = v["job_result"].get("image_digest")
+            console.print(f"[green]✓[/] job finished, exit code {v['job_result']['exit_code']}"
+                          + (f", image {digest}" if digest else "") + "; output tail:")
+            for line in v["job_result"]["log_tail"].strip().splitlines()[-4:]:
+                console.print(f"    [dim]{line}[/]")
         http(f"{cinfo['api']}/v1/leases/{lid}/close", {}, token)
         console.print("[green]✓[/] consumer closed the lease; waiting for the final settlement window")
         wait(lambda: progress() is not None and http(f"{cinfo['api']}/v1/leases/{lid}")["status"] == "FINALIZED",

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import click
 
-from node.cli.app import api, api_option, fail, lease
-from node.cli.logs import _token
+from node.cli.app import NodeRef, api, fail, lease, node_options
 
 
 def _spec(value: str) -> tuple[int, int]:
@@ -36,18 +34,20 @@ def _delete(url: str, token: str) -> Any:
 
 
 @lease.command("forward")
-@api_option
-@click.option("--token")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path))
+@node_options
 @click.option("--wait", type=click.FloatRange(0, 600), default=0.0,
               help="first wait up to this many seconds for the container port to accept connections")
 @click.option("--list", "list_only", is_flag=True, help="list the lease's forwards instead")
 @click.option("--remove", type=click.IntRange(1), help="remove this forward (its id) instead")
 @click.argument("lease_id", type=click.IntRange(1))
 @click.argument("ports", required=False)
-def lease_forward(api_url: str, token: str | None, token_file: Path | None, wait: float, list_only: bool,
-                  remove: int | None, lease_id: int, ports: str | None) -> None:
-    key = _token(token, token_file)
+def lease_forward(node: NodeRef, wait: float, list_only: bool, remove: int | None, lease_id: int,
+                  ports: str | None) -> None:
+    """Reach a port the lease's job declared, on 127.0.0.1 of this machine, through the provider's node.
+
+    Example: gpunet lease forward 3 8000:8000 --wait 60 --data-dir consumer-node
+    """
+    key, api_url = node.token, node.url
     base = f"/v1/leases/{lease_id}/forwards"
     if list_only:
         click.echo(json.dumps(api(api_url, base, key), indent=2))

@@ -6,22 +6,12 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import click
 
-from node.cli.app import api, api_option, fail, lease
+from node.cli.app import NodeRef, api, fail, lease, node_options
 
-
-def _token(token: str | None, token_file: Path | None) -> str:
-    if token:
-        return token
-    if token_file is not None:
-        try:
-            return token_file.read_text().strip()
-        except FileNotFoundError:
-            fail(f"token file {token_file} not found")
-    fail("job output is private: give --token or --token-file (the node writes <data_dir>/api-token)")
+PAGE = 256
 
 
 def _write(text: str) -> None:
@@ -35,27 +25,26 @@ def _dropped(n: int) -> None:
 
 
 @lease.command("logs")
-@api_option
-@click.option("--token")
-@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path))
+@node_options
 @click.option("-f", "--follow", is_flag=True, help="keep printing output as it arrives, until the job ends")
 @click.option("--after", type=click.IntRange(-1), default=-1, help="only chunks after this seq")
 @click.argument("lease_id", type=click.IntRange(1))
-def lease_logs(api_url: str, token: str | None, token_file: Path | None, follow: bool, after: int,
-               lease_id: int) -> None:
-    key = _token(token, token_file)
-    path = f"/v1/leases/{lease_id}/logs?after={after}"
+def lease_logs(node: NodeRef, follow: bool, after: int, lease_id: int) -> None:
+    """The job's output (stdout and stderr) as it reached this consumer node.
+
+    Example: gpunet lease logs 1 -f --data-dir consumer-node
+    """
+    key = node.token
     if not follow:
         while True:
-            page = api(api_url, path, key)
+            page = api(node.url, f"/v1/leases/{lease_id}/logs?after={after}", key)
             for chunk in page["chunks"]:
                 _dropped(chunk["dropped"])
                 _write(chunk["text"])
                 after = chunk["seq"]
-            if len(page["chunks"]) < 256:
+            if len(page["chunks"]) < PAGE:
                 return
-            path = f"/v1/leases/{lease_id}/logs?after={after}"
-    req = urllib.request.Request(api_url.rstrip("/") + path + "&follow=1",
+    req = urllib.request.Request(f"{node.url.rstrip('/')}/v1/leases/{lease_id}/logs?after={after}&follow=1",
                                  headers={"Authorization": f"Bearer {key}", "Accept": "text/event-stream"})
     try:
         with urllib.request.urlopen(req, timeout=3600) as resp:
@@ -73,4 +62,4 @@ def lease_logs(api_url: str, token: str | None, token_file: Path | None, follow:
     except urllib.error.HTTPError as exc:
         fail(f"{exc.code}: {exc.read().decode(errors='replace')[:200]}")
     except urllib.error.URLError as exc:
-        fail(f"node API {api_url} unreachable: {exc.reason}")
+        fail(f"node API {node.url} unreachable: {exc.reason}")

@@ -128,6 +128,16 @@ async def test_container_job_output_arrives_live_intact_and_the_digest_is_report
             async with http.get(f"{consumer.api_url}/v1/leases/{lid}/logs") as resp:
                 assert resp.status == 401  # output may hold secrets: the token is needed
         assert page["done"] and "".join(c["text"] for c in page["chunks"]) == text
+        # and through the CLI, kept and followed (the job has ended: follow prints everything, then stops)
+        from click.testing import CliRunner
+
+        from node.cli import main as cli
+
+        for extra in ([], ["-f"]):
+            out = await asyncio.to_thread(CliRunner().invoke, cli, ["lease", "logs", str(lid), *extra, "--data-dir",
+                                                                    str(consumer.cfg.data_dir)])
+            assert out.exit_code == 0, out.output
+            assert out.stdout == text
         await consumer.close_lease(lid)
     finally:
         await provider.stop()

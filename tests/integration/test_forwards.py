@@ -166,6 +166,21 @@ async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(n
             assert listening == [f"0100007F:{fwd['local_port']:04X}"]
             async with http.get(base, headers=auth) as resp:
                 assert [f["forward_id"] for f in (await resp.json())["forwards"]] == [fwd["forward_id"]]
+            from click.testing import CliRunner
+
+            from node.cli import main as cli
+
+            made = await asyncio.to_thread(CliRunner().invoke, cli, ["lease", "forward", str(lid), "0:8080", "--wait",
+                                                                     "30", "--data-dir", str(consumer.cfg.data_dir)])
+            assert made.exit_code == 0 and "127.0.0.1:" in made.output, made.output
+            local = made.output.split()[2]
+            again = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://{local}/data.txt", timeout=30).read())
+            assert again == expected
+            fid = made.output.split()[1].rstrip(":")
+            gone = await asyncio.to_thread(CliRunner().invoke, cli, ["lease", "forward", str(lid), "--remove", fid,
+                                                                     "--data-dir", str(consumer.cfg.data_dir)])
+            assert gone.exit_code == 0, gone.output
 
             # the provider's own checks, asked directly over the forward protocol
             ours = consumer.forward_service().forwards
@@ -189,6 +204,7 @@ async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(n
                 await asyncio.open_connection("127.0.0.1", fwd["local_port"])
             notices = [n["notice"] for n in consumer.lease(lid)["notices"]]
             assert "forwards_closed" in notices
+            await until(lambda: provider.lease(lid)["status"] != "OPEN", 30, "the provider to see the close")
             assert (await ours.probe(lid, peer, 8080))[0] is Refusal.LEASE_NOT_RUNNING  # a closed lease
     finally:
         await provider.stop()
