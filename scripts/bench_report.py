@@ -280,7 +280,8 @@ class Report:
         self.w("**Method.** `scripts/bench_offers.py` pinned to one core: signed offers from distinct signers "
                "validated against an empty book (EIP-712 digest, secp256k1 recovery, every rule), rate per CPU-second "
                "of the thread, median [min-max] over the rounds. `scripts/bench_lease.py` on one core: heartbeats "
-               "(ed25519, strict decode) and checkpoints; rate per run, median [min-max] over the runs. "
+               "(ed25519, strict decode) and checkpoints; rate per CPU-second of the thread, median [min-max] over "
+               "the runs. "
                "**Reference:** coincurve's bare public-key recovery on as many signatures, and libsodium's bare "
                "`crypto_sign_open` on the same heartbeats, same run.")
         self.w()
