@@ -208,3 +208,28 @@ async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(n
             assert (await ours.probe(lid, peer, 8080))[0] is Refusal.LEASE_NOT_RUNNING  # a closed lease
     finally:
         await provider.stop()
+
+
+async def test_connections_per_lease_and_idle_time_are_bounded(three):
+    provider, consumer, _ = three
+    server, target = await echo_server()
+
+    async def authorize(peer: str, lease_id: int, port: int) -> tuple[str, int]:
+        return "127.0.0.1", target
+
+    served = Forwards(provider, max_connections=1, idle_s=1.0)
+    await served.serve(authorize)
+    await consumer.connect(provider.listen_addrs[0])
+    fwd = await Forwards(consumer).add(LEASE, provider.peer_id, PORT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", fwd.local_port)
+    writer.write(b"held open")
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    assert served.connections(LEASE) == 1
+    assert (await Forwards(consumer).probe(LEASE, provider.peer_id, PORT))[0] is Refusal.TOO_MANY
+    # idle for longer than the bound: the provider ends the connection, the slot is free again
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    assert served.connections(LEASE) == 0
+    assert (await Forwards(consumer).probe(LEASE, provider.peer_id, PORT))[0] is Refusal.OK
+    writer.close()
+    server.close()
