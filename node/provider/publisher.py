@@ -157,7 +157,7 @@ class OfferPublisher:
             prices = self.market_prices(model, self.config.region, self.price if self.live_offer_id else None)
         decision = update(self.policy, self.pricing, PricingInputs(gpus_total=total, gpus_leased=busy,
                                                                    market_prices=prices),
-                          int(now), max(1, round(interval)))
+                          int(now), max(1, int(interval)))  # the float schedule above is the stricter rule
         if not decision.announce:
             return False
         changed = decision.state.price != self.pricing.price or self.pricing.announced_at is None
