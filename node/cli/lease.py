@@ -155,7 +155,13 @@ def lease_topup(node: NodeRef, lease_id: int, amount: str, as_json: bool) -> Non
 
     Example: gpunet lease topup 1 0.5 --data-dir consumer-node
     """
-    v = node.post(f"/v1/leases/{lease_id}/topup", {"amount": str(parse_gdev(amount, "AMOUNT"))})
+    base = parse_gdev(amount, "AMOUNT")
+    before = int(node.get(f"/v1/leases/{lease_id}")["deposit"])
+    v = node.post(f"/v1/leases/{lease_id}/topup", {"amount": str(base)})
+    deadline = time.monotonic() + 60
+    while int(v["deposit"]) < before + base and time.monotonic() < deadline:  # until the chain has it
+        time.sleep(0.5)
+        v = node.get(f"/v1/leases/{lease_id}")
     if as_json:
         print_json(v)
     else:

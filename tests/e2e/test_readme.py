@@ -42,7 +42,8 @@ def readme_blocks() -> list[str]:
 def test_readme_has_the_flow() -> None:
     text = "\n".join(readme_blocks())
     for step in ("gpunet devnet up", "gpunet fund", "gpunet provider stake", "gpunet run", "gpunet peers",
-                 "gpunet offers", "gpunet lease open", "gpunet lease watch", "gpunet lease close", "gpunet withdraw",
+                 "gpunet offers", "gpunet lease open", "gpunet lease watch", "gpunet lease topup", "gpunet lease close",
+                 "gpunet withdraw",
                  "gpunet devnet down"):
         assert step in text, step
 
@@ -74,6 +75,7 @@ def test_running_a_node_as_the_readme_says(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-6000:]
     assert "hello from a leased GPU" in out, out[-6000:]
     assert "FINALIZED" in out
+    assert "deposit now 0.015 gDEV" in out
     assert re.search(r"staked 100 gDEV", out)
     assert "devnet stopped" in out
     for name in ("provider-node", "consumer-node"):
