@@ -58,9 +58,9 @@ def status(node: NodeRef, wait_s: float | None, multiaddr: bool, as_json: bool) 
         chain = s.get("chain", {})
         print_fields(f"node {s['peer_id']}", [
             ("API", node.url), ("wallet", s.get("address") or "none (relay only)"),
-            ("role", "provider" if s.get("provider") else "consumer"), ("chain", s.get("chain_id")),
-            ("escrow", s.get("escrow")), ("RPC", f"{chain.get('rpc_url', '?')} "
-                                               f"({'up' if chain.get('up', True) else 'DOWN'})"),
+            ("role", "provider" if s.get("provider") else "consumer" if s.get("address") else "relay"),
+            ("chain", s.get("chain_id")), ("escrow", s.get("escrow")),
+            ("RPC", f"{chain.get('rpc_url', '?')} ({chain.get('rpc', '?')})"),
             ("offers in book", s.get("offers")), ("devices", len(s.get("devices", []))),
             ("listening on", "\n".join(s.get("addrs", []))), ("uptime", f"{s.get('uptime_s', 0)}s"),
         ])
