@@ -14,7 +14,9 @@
 | ``EquivocationReported`` | ``EquivocationReportedLog`` |
 | ``Registered``, ``Staked``, ``UnbondRequested``, ``Slashed`` | the provider-record change of the same name |
 
-Every other log maps to nothing. ``at`` is the block's timestamp.
+Every other log maps to nothing. ``at`` is the block's timestamp. A reorg does not roll the figures back: they are
+advisory (selection and pricing read them; no money moves on them), and the node's confirmation depth is what
+keeps replaced blocks out.
 
 ``MarketFeed`` (asyncio side only, like the book) applies them. Chain logs come in chain order from the log poller
 (and, at start, from a catch-up read from the deployment block: ``catch_up``); a log at or before the last one
@@ -194,9 +196,9 @@ class MarketFeed:
     # -- chain logs ------------------------------------------------------------------------------------------------
     async def on_chain_event(self, ev: ChainEvent | Reorged) -> None:
         if isinstance(ev, Reorged):
-            # figures derived from replaced blocks stay; the poller re-reads the fork, later logs are applied
+            # Figures derived from replaced blocks stay, and logs the poller re-reads at positions already applied
+            # are skipped (mostly the same logs mined again; counting them twice would double settlements).
             log.warning("market figures keep logs of replaced blocks", extra={"from_block": ev.from_block})
-            self._last = min(self._last, (ev.from_block, -1))
             return
         position = (ev.block_number, ev.log_index)
         if position <= self._last or ev.name not in MAPPED_LOGS:

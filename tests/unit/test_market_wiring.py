@@ -16,7 +16,7 @@ from coincurve import PrivateKey
 from eth_utils import keccak, to_checksum_address
 
 from node.api.server import make_app
-from node.chain.events import ChainEvent
+from node.chain.events import ChainEvent, Reorged
 from node.config import ConsumerConfig, ProviderConfig
 from node.crypto.eip712 import Domain
 from node.errors import ConfigError
@@ -111,6 +111,15 @@ def test_the_feed_follows_the_book_snapshots_and_the_chain() -> None:
     assert (s.gpus_leased, s.gpus_free, s.leases_open) == (3, 3, 1)
     rec = feed.records.get(addr(1))
     assert rec is not None and rec.leases_opened == 1 and rec.first_seen == NOW + 10  # the block's time
+
+    # a settlement, then a reorg after which the poller reads the same logs again: counted once
+    settled = event("LeaseSettled", 11, leaseId=1, provider=to_checksum_address(addr(1)), consumer="0x" + "00" * 20,
+                    seq=1, cumulativeGpuSeconds=30, amount=3000, fee=0)
+    asyncio.run(feed.on_chain_event(settled))
+    asyncio.run(feed.on_chain_event(Reorged(11)))
+    asyncio.run(feed.on_chain_event(settled))
+    (w,) = feed.data.query(now=NOW + 11, windows=(3600,))[0].windows
+    assert (w.gpu_seconds_settled, w.amount_settled) == (30, 3000)
 
     # the provider re-announces at another price: the old offer goes, the new one counts
     book.insert(signed(1, price=150, gpus=1, nonce=2))
