@@ -40,7 +40,8 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 def test_json_option_on_every_command_that_reports() -> None:
-    without = {("run",), ("deploy",), ("keys", "new"), ("stop",), ("lease", "logs")}  # deploy prints JSON
+    # deploy prints JSON anyway; run, lease logs and lease forward stream until stopped
+    without = {("run",), ("deploy",), ("keys", "new"), ("stop",), ("lease", "logs"), ("lease", "forward")}
     for path, cmd in commands(main):
         if path not in without:
             assert any(p.name == "as_json" for p in cmd.params), " ".join(path)
