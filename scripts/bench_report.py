@@ -62,7 +62,10 @@ SECTIONS = [
     Section("gossip", "bench_gossip.py", ["--quick"], ["--repeat", "3"], 900, 3600),
     Section("open_to_job", "bench_open_to_job.py", ["--leases", "3", "--executor", "simulated"],
             ["--leases", "8", "--executor", "simulated"], 300, 900),
+    Section("open_to_job_container", "bench_open_to_job.py", ["--leases", "3", "--executor", "container"],
+            ["--leases", "8", "--executor", "container"], 300, 900),
     Section("container", "bench_container.py", ["--jobs", "3", "--log-mib", "8"], [], 300, 900, json_flag=False),
+    Section("forward", "bench_forward.py", ["--mib", "16", "--parallel", "4", "--requests", "100"], [], 300, 900),
     Section("node", "bench_node.py", ["--starts", "3", "--idle", "10"], ["--starts", "5", "--idle", "60"], 300, 900),
     Section("market", "bench_market.py", ["--queries", "2000"], [], 300, 900),
 ]
@@ -417,30 +420,39 @@ class Report:
         self.save(fig, "bench_propagation.png", "Propagation vs N, both stacks")
 
     def open_to_job(self) -> None:
-        sec, cont = self.s["open_to_job"], self.s["container"]
+        secs = [self.s["open_to_job"], self.s["open_to_job_container"]]
+        cont = self.s["container"]
         self.w("## Open → job running")
         self.w()
         self.w("**Method.** `scripts/bench_open_to_job.py`: anvil with 1 s blocks, a provider and a consumer node as "
                "separate processes over libp2p on loopback; the consumer's `POST /v1/leases` until the provider's "
-               "API shows the job running (polled every 20 ms), leases one after another; simulated executor (the "
-               "container executor is not a node option yet: its own start figure is below). "
-               "min / median / max. **Reference:** the open transaction's own round trip (mined), same run.")
+               "API shows the job running (polled every 20 ms), and until the job's first output is back at the "
+               "consumer; leases one after another; the simulated executor, then the container executor (a busybox "
+               "image on a private Podman service). min / median / max. **Reference:** the open transaction's own "
+               "round trip (mined), same run.")
         self.w()
-        if sec.result is None:
-            self.w(not_run(sec))
-        else:
+        self.w("| executor | figure | min s | median s | max s |")
+        self.w("|---|---|---:|---:|---:|")
+        for sec in secs:
             r = sec.result
-            self.w("| figure | min s | median s | max s |")
-            self.w("|---|---:|---:|---:|")
-            for key, label in (("open_rtt_s", "open command round trip (mined) — reference"),
+            if r is None:
+                continue
+            for key, label in (("open_rtt_s", "open command round trip (mined): reference"),
                                ("opened_to_job_s", "open returned → job running"),
-                               ("open_to_job_s", "open request → job running")):
-                s = r[key]
-                self.w(f"| {label} | {s['min']:.3f} | {s['median']:.3f} | {s['max']:.3f} |")
-            self.w()
+                               ("open_to_job_s", "open request → job running"),
+                               ("open_to_output_s", "open request → first output at the consumer")):
+                st = r.get(key)
+                if st:
+                    self.w(f"| {r.get('executor', '?')} | {label} | {st['min']:.3f} | {st['median']:.3f} | "
+                           f"{st['max']:.3f} |")
             med = r["open_to_job_s"]["median"]
-            self.goal("open → job running, median", f"open tx round trip {r['open_rtt_s']['median']:.2f} s",
+            self.goal(f"open → job running, median ({r.get('executor', '?')} executor)",
+                      f"open tx round trip {r['open_rtt_s']['median']:.2f} s",
                       f"{med:.2f} s", _verdict(med, 3.0, higher=False, unit=" s", what="target ≤ 3 s"))
+        self.w()
+        for sec in secs:
+            if sec.result is None:
+                self.w(not_run(sec))
         self.w("**Container executor.** `scripts/bench_container.py` (start → running of an OCI container through "
                "the Docker Engine API, next to the simulated executor's start in the same run; RSS per running "
                "container; log streaming):")
@@ -452,6 +464,32 @@ class Report:
             self.w(str(cont.result).strip())
             self.w("```")
         self.w()
+
+    def forward(self) -> None:
+        sec = self.s["forward"]
+        self.w("## Forwarded-port throughput (service leases)")
+        self.w()
+        self.w("**Method.** `scripts/bench_forward.py`: two libp2p hosts on loopback in one process; the consumer side "
+               "forwards a local port over `/gpunet/forward/1.0.0` to a TCP server at the provider side. One "
+               "connection carrying the whole payload, parallel connections sharing it, and sequential 1 KiB round "
+               "trips (p50/p90). One run. **Reference:** the same transfers straight to the server over loopback "
+               "TCP, same run.")
+        self.w()
+        if sec.result is None:
+            self.w(not_run(sec))
+            return
+        r = sec.result
+        self.w(f"| path | 1 connection MB/s | {r['parallel']} connections MB/s | 1 KiB RTT p50 ms | p90 ms |")
+        self.w("|---|---:|---:|---:|---:|")
+        for name, label in (("direct", "direct loopback TCP (reference)"), ("forward", "through the forward")):
+            x = r[name]
+            self.w(f"| {label} | {x['one_mb_s']:.1f} | {x['parallel_mb_s']:.1f} | {x['rtt_p50_ms']:.3f} | "
+                   f"{x['rtt_p90_ms']:.3f} |")
+        self.w()
+        self.w(f"Payload {r['mib']} MiB; added round-trip latency p50 {r['added_latency_p50_ms']:.3f} ms.")
+        self.w()
+        self.goal("forwarded port, one connection", f"direct TCP {r['direct']['one_mb_s']:.0f} MB/s",
+                  f"{r['forward']['one_mb_s']:.0f} MB/s", "no goal set")
 
     def node(self) -> None:
         sec = self.s["node"]
@@ -539,8 +577,6 @@ class Report:
         for fig_, ref, val, verdict in self.goals:
             self.w(f"| {fig_} | {ref} | {val} | {verdict} |")
         self.w()
-        self.w("Forwarded-port throughput: not run (service leases do not exist yet).")
-        self.w()
         self.w("Section run times (1-minute load average at start and end): " + ", ".join(
             f"{s.name} {s.wall_s:.0f} s" + (f" ({s.extra['load'][0]} / {s.extra['load'][1]})" if "load" in s.extra
                                              else "") for s in self.s.values() if s.wall_s) + ".")
@@ -589,8 +625,8 @@ def main() -> None:
     mach["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.mkdir(parents=True, exist_ok=True)
     rep = Report(sections, mach, args.quick, args.out)
-    steps: list[Callable[[], None]] = [rep.gas, rep.crypto, rep.books, rep.gossip, rep.open_to_job, rep.node,
-                                       rep.market]
+    steps: list[Callable[[], None]] = [rep.gas, rep.crypto, rep.books, rep.gossip, rep.open_to_job, rep.forward,
+                                       rep.node, rep.market]
     for step in steps:
         step()
     (args.out / "benchmarks.md").write_text(rep.render())
