@@ -76,6 +76,16 @@ class ChainClient:
         provider = ResilientHTTPProvider(rpc_url, retry_for=first_contact_s)
         w3 = AsyncWeb3(provider, middleware=[])
         try:
+            return await cls._checked(w3, provider, rpc_url, deployment, db, wallet_key, check_code, retry_for)
+        except BaseException:  # a refused endpoint leaves no open session behind
+            with contextlib.suppress(Exception):
+                await provider.disconnect()
+            raise
+
+    @classmethod
+    async def _checked(cls, w3: AsyncWeb3, provider: ResilientHTTPProvider, rpc_url: str, deployment: Deployment,
+                       db: Database, wallet_key: bytes | None, check_code: bool, retry_for: float) -> ChainClient:
+        try:
             chain_id = int(await w3.eth.chain_id)
         except Exception as exc:
             raise ChainError(f"RPC endpoint {_redact_url(rpc_url)} unreachable: {type(exc).__name__}: {exc}") from exc

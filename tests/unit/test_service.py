@@ -475,3 +475,22 @@ async def test_publisher_without_devices_has_nothing_to_offer():
     pub, _ = make_publisher(gpus=0)
     with pytest.raises(ConfigError, match="no GPUs"):
         await pub.publish()
+
+
+async def test_a_refused_chain_endpoint_leaves_no_open_http_session(tmp_path, fake_rpc, monkeypatch):
+    from node.chain import client as chain_client
+    from node.chain.artifacts import load_deployment
+    from node.storage.db import Database
+
+    closed: list[bool] = []
+    original = chain_client.ResilientHTTPProvider.disconnect
+
+    async def disconnect(self):  # the boundary under test: was the session closed?
+        closed.append(True)
+        await original(self)
+
+    monkeypatch.setattr(chain_client.ResilientHTTPProvider, "disconnect", disconnect)
+    deployment = load_deployment(deployments_file(tmp_path, 31337))
+    with pytest.raises(ChainMismatch, match="chain 1"):
+        await chain_client.ChainClient.connect(fake_rpc, deployment, Database(tmp_path / "c.sqlite"), None)
+    assert closed == [True]
