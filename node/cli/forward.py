@@ -53,7 +53,7 @@ def lease_forward(node: NodeRef, wait: float, list_only: bool, remove: int | Non
         click.echo(json.dumps(api(api_url, base, key), indent=2))
         return
     if remove is not None:
-        click.echo(json.dumps(_delete(api_url.rstrip("/") + f"{base}/{remove}", key)))
+        click.echo(json.dumps(_delete(api_url.rstrip("/") + f"{base}?forward_id={remove}", key)))
         return
     if ports is None:
         raise click.UsageError("give [<local-port>:]<container-port>, --list or --remove ID")
