@@ -43,14 +43,19 @@ class ChainEventRouter:
         if isinstance(ev, Reorged):
             log.warning("reorg: re-reading logs", extra={"from_block": ev.from_block})
             return
-        self.recent.append({"block": ev.block_number, "event": ev.name, "tx": ev.tx_hash,
-                            **{k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.args.items()}})
+        self.remember(ev)
         await self.stakes.on_event(ev, self.staking, self.escrow)
         if self.leases is not None:
             try:
                 await self.leases.on_chain_event(ev)
             except Exception as exc:
                 log.error("lease event handling failed", extra={"event": ev.name, "error": repr(exc)[:300]})
+
+    def remember(self, ev: ChainEvent | Reorged) -> None:
+        """Add ``ev`` to the explorer list (also for logs re-read at start, so a restarted node shows its history)."""
+        if isinstance(ev, ChainEvent):
+            self.recent.append({"block": ev.block_number, "event": ev.name, "tx": ev.tx_hash,
+                                **{k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.args.items()}})
 
     def latest(self, limit: int) -> list[dict[str, Any]]:
         return list(self.recent)[-limit:][::-1] if limit > 0 else []

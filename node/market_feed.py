@@ -221,14 +221,20 @@ class MarketFeed:
         self.logs_applied += 1
 
     async def catch_up(self, poller: LogPoller, db: Database, decoder: EventDecoder, addresses: Sequence[str],
-                       start_block: int) -> int:
+                       start_block: int, also: Callable[[ChainEvent | Reorged], None] | None = None) -> int:
         """Read every log from ``start_block`` up to where ``poller`` (the node's log poller) resumes, before it
-        runs: the figures cover the chain's whole history after a restart too. Returns the logs read."""
+        runs: the figures cover the chain's whole history after a restart too (``also`` sees each log as well: the
+        explorer list). Returns the logs read."""
         until = poller.next_block
         if until <= start_block:
             return 0
         db.set_kv(CATCH_UP_CURSOR, str(start_block))
-        reader = LogPoller(poller.w3, db, list(addresses), decoder, self.on_chain_event, start_block=start_block,
+        async def handle(ev: ChainEvent | Reorged) -> None:
+            if also is not None:
+                also(ev)
+            await self.on_chain_event(ev)
+
+        reader = LogPoller(poller.w3, db, list(addresses), decoder, handle, start_block=start_block,
                            confirmations=poller.confirmations, max_range=poller.max_range,
                            cursor_key=CATCH_UP_CURSOR)
         total = 0

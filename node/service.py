@@ -144,7 +144,8 @@ class Node:
                            chain_handler(self.events, self.market_feed.on_chain_event),
                            start_block=self.deployment.deploy_block, confirmations=cfg.confirmations,
                            interval=cfg.poll_interval)
-        await self.market_feed.catch_up(poller, self.db, self.chain.events, contracts, self.deployment.deploy_block)
+        await self.market_feed.catch_up(poller, self.db, self.chain.events, contracts, self.deployment.deploy_block,
+                                        also=self.events.remember)
         head = int(await self.chain.w3.eth.block_number) - cfg.confirmations
         while poller.next_block <= head:  # catch up before anything reads the stake cache
             await poller.step()

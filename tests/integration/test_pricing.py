@@ -164,5 +164,8 @@ async def test_utilisation_prices_follow_demand_and_selection_obeys_filters_budg
     await consumer.stop()
     again = await start(ccfg)
     assert again.market_feed.records.get(bytes.fromhex(a.address[2:])) == before
+    # ... and the explorer list shows the history from before the restart too
+    names = {e["event"] for e in again.chain_events(1000)}
+    assert {"Staked", "LeaseOpened"} <= names, names
     (eu,) = again.markets.market({"model": MODEL, "region": "eu"})["markets"]
     assert (eu["gpus_offered"], eu["leases_open"]) == (4, 0)
