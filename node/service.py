@@ -186,8 +186,10 @@ class Node:
         sup.cleanup("p2p host", self.p2p.stop)
         sup.spawn("p2p host", self.p2p.wait_ended(), essential=True)
         if self.engine is not None:
-            await self.engine.start()
+            await self.engine.start(run_loops=False)
             sup.cleanup("lease engine", self.engine.stop)
+            for name, loop in self.engine.loops():
+                sup.spawn(name, loop, essential=True)
             self.events.leases = self.engine
             await self._start_forwards(sup)
         sup.spawn("gossip intake", self._gossip_loop(), essential=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -133,7 +133,10 @@ class LeaseEngine:
         return self.provider.busy_devices()
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
+    async def start(self, run_loops: bool = True) -> None:
+        """Resume stored leases and serve the lease protocol. The engine's two loops (timer ticks, settlement
+        batches) run in its own task set, or, with ``run_loops=False``, wherever the caller runs ``loops()``
+        (the node runs them in its task group, where their failure stops the node)."""
         for rec in self.dispatcher.load():
             if rec.state.role is L.Role.CONSUMER and rec.state.ledger.pending_settlement is not None:
                 await self.dispatcher.apply(rec, L.NodeRestarted(self.clock()))
@@ -144,8 +147,13 @@ class LeaseEngine:
         await self.dispatcher.replay()
         await self.provider.end_lost_jobs()
         await self._resync_from_chain()
-        self.tasks.spawn(self._tick_loop())
-        self.tasks.spawn(self.settlements.run())
+        if run_loops:
+            for _, loop in self.loops():
+                self.tasks.spawn(loop)
+
+    def loops(self) -> list[tuple[str, Coroutine[object, object, None]]]:
+        """The engine's long-running loops, by name (each returns when the engine stops)."""
+        return [("lease ticks", self._tick_loop()), ("settlement batches", self.settlements.run())]
 
     async def _resync_from_chain(self) -> None:
         """Bring every lease that is not finalized up to the escrow's state at start: logs mined while the node was

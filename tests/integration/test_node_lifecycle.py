@@ -44,3 +44,14 @@ async def test_a_p2p_host_that_stops_under_the_node_stops_the_node(nodes):
     await node.p2p.stop()  # the host goes away while the node runs
     assert await asyncio.wait_for(node.wait(), 20) == "p2p host"
     assert node.supervisor.closed == node.supervisor.created[::-1]
+
+
+async def test_a_failing_lease_engine_loop_stops_the_node(nodes):
+    node = await nodes("solo", account=3)
+    assert node.engine is not None
+
+    async def broken() -> None:
+        raise RuntimeError("tick broke")
+
+    node.engine.tick = broken  # the next timer tick fails: the loop, an essential part, ends with it
+    assert await asyncio.wait_for(node.wait(), 20) == "lease ticks"
