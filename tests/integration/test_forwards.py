@@ -1,6 +1,6 @@
 """Port forwards over real libp2p hosts on loopback (``/gpunet/forward/1.0.0``), to a TCP server the accepting
 node reaches itself: bytes intact both ways with half-close, 50 connections at once, refusals with their
-reasons, and a listener on 127.0.0.1 only."""
+reasons, a listener on 127.0.0.1 only, and heartbeats that keep coming while a forward is saturated."""
 
 from __future__ import annotations
 
@@ -161,6 +161,20 @@ async def test_a_service_lease_serves_http_through_the_forward_until_it_closes(n
             body = await asyncio.to_thread(
                 lambda: urllib.request.urlopen(f"http://{fwd['local']}/data.txt", timeout=30).read())
             assert hashlib.sha256(body).hexdigest() == hashlib.sha256(expected).hexdigest()
+
+            # the forward saturated by 4 downloads at a time for 3 s: the provider keeps its heartbeats coming
+            def download() -> bytes:
+                return urllib.request.urlopen(f"http://{fwd['local']}/data.txt", timeout=30).read()
+
+            beats_before = consumer.lease(lid)["heartbeats"]
+            loop = asyncio.get_running_loop()
+            started_at, moved = loop.time(), 0
+            while loop.time() - started_at < 3.0:
+                bodies = await asyncio.gather(*(asyncio.to_thread(download) for _ in range(4)))
+                assert all(b == expected for b in bodies)
+                moved += sum(len(b) for b in bodies)
+            beats_during = consumer.lease(lid)["heartbeats"] - beats_before
+            assert moved > 10 * len(expected) and beats_during >= 2, (moved, beats_during)
             listening = [line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                          if line.split()[3] == "0A" and line.split()[1].endswith(f":{fwd['local_port']:04X}")]
             assert listening == [f"0100007F:{fwd['local_port']:04X}"]
