@@ -223,6 +223,10 @@ class OfferPublisher:
             except NodeError as exc:  # the new offer is out; the old one expires on its own
                 log.warning("could not cancel the previous offer on-chain", extra={"error": str(exc)[:200]})
         self.live_offer_id = bytes(offer.struct_hash())
+        if self.published and int(self.published[-1]["price_per_gpu_second"]) != offer.price_per_gpu_second:
+            # a new price went out now (maybe later than it was decided: a failed publish defers it): the next
+            # change is at least one interval after this announcement, not after the decision
+            self._next_reprice = max(self._next_reprice, signed_at + self.config.reannounce_interval)
         view = {**offer_view(offer.struct_hash(), so), "published_at": signed_at}
         self.published.append(view)
         del self.published[:-KEEP_PUBLISHED]

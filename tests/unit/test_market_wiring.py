@@ -262,6 +262,26 @@ def test_utilisation_pricing_moves_at_most_once_per_interval_and_offers_carry_it
     assert all(b - a >= 10 for a, b in itertools.pairwise(times))
 
 
+def test_a_price_announced_late_starts_the_next_interval_when_it_goes_out() -> None:
+    pc = ProviderConfig(pricing="utilisation", price_per_gpu_second=1000, price_floor=500, price_ceiling=2000,
+                        price_target=0.5, price_step=0.2, price_deadband=0.05, reannounce_interval=10)
+    clock, busy = [float(NOW)], {0, 1, 2}
+    pub, book = publisher(pc, clock, busy)
+    assert pub.reprice(clock[0])
+    asyncio.run(pub.publish())  # the first price goes out at once
+    clock[0] = NOW + 10
+    assert pub.reprice(clock[0])  # a new price is decided, but its publish fails (RPC trouble) ...
+    clock[0] = NOW + 16
+    asyncio.run(pub.publish())  # ... and goes out later, with a capacity change
+    clock[0] = NOW + 20  # one interval after the decision, but only 4 s after the announcement
+    assert not pub.reprice(clock[0])
+    clock[0] = NOW + 26
+    assert pub.reprice(clock[0])
+    asyncio.run(pub.publish())
+    moves = [o.offer.price_per_gpu_second for o in book.offers]
+    assert len(set(moves)) == 3
+
+
 def test_fixed_pricing_keeps_the_configured_price_and_bad_policies_are_config_errors() -> None:
     clock = [float(NOW)]
     pub, book = publisher(ProviderConfig(price_per_gpu_second=1234), clock, set())
