@@ -415,6 +415,12 @@ class P2PHost:
             raise PeerUnavailable(f"not a dialable /p2p/ multiaddr: {addr}") from exc
         if info.peer_id.to_base58() == self.peer_id:
             raise PeerUnavailable("refusing to dial ourselves")
+        # py-libp2p 0.8.1 refuses, for 60 s, every dial to a peer whose addresses all failed once (Swarm's
+        # negative peer cache). This is an explicit dial (bootstrap, offer sync, finding a restarted lease peer,
+        # each paced by its caller): a provider that restarts on its stable port must be reachable at once.
+        unblock = getattr(self._live_host.get_network(), "unblock_peer", None)
+        if unblock is not None:
+            unblock(info.peer_id)
         try:
             with trio.fail_after(self.config.dial_timeout_s):
                 await self._live_host.connect(info)

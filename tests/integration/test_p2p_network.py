@@ -408,3 +408,25 @@ async def test_restart_keeps_peer_id(tmp_path) -> None:
     assert oct((tmp_path / "keys" / "node.key").stat().st_mode & 0o777) == "0o600"
     async with P2PNode(cfg, ok_validator) as node:
         assert node.peer_id == first
+
+
+async def test_an_explicit_dial_is_not_refused_by_the_librarys_failed_peer_block(make_node, runtime) -> None:
+    """py-libp2p blocks a peer for 60 s once all its addresses failed (a provider that was down while its consumer
+    redialled it); our explicit dials lift that block, so a restarted provider is found by the next redial."""
+    provider, consumer = await make_node(), await make_node()
+    swarm = await runtime.call(lambda: consumer.host._live_host.get_network())
+    swarm._negative_peer_cache.mark_failed(provider.peer_id)  # as after dials to it failed
+    assert swarm_blocks(consumer, provider.peer_id)
+    assert await consumer.connect(provider.listen_addrs[0]) == provider.peer_id
+    assert not swarm_blocks(consumer, provider.peer_id)
+
+
+def swarm_blocks(node: P2PNode, peer_id: str) -> bool:
+    return node.host._live_host.get_network()._negative_peer_cache.is_blocked(peer_id)
+
+
+def test_upstream_negative_peer_cache_unchanged() -> None:
+    """The block lifted in ``P2PHost.connect``: if an upgrade drops ``unblock_peer`` or the cache, revisit it."""
+    from libp2p.network import swarm
+
+    assert hasattr(swarm.Swarm, "unblock_peer") and swarm._NegativePeerCache()._ttl == 60.0
