@@ -1,4 +1,4 @@
-"""Validation of gossiped / synced offer and withdrawal messages (PROTOCOL.md step 3).
+"""Validation of gossiped / synced offer and withdrawal messages: every node checks each offer it keeps or forwards.
 
 Pure and deterministic: time is the ``now`` argument (unix seconds), chain state comes through the small
 ``StakeView`` / ``NonceView`` ports, the book through ``OfferLookup``, and the only state this module changes is

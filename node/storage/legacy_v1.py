@@ -13,8 +13,8 @@ classes to read yesterday's rows.
 
 from __future__ import annotations
 
-import pickletools
 from dataclasses import dataclass, field
+from pickletools import genops  # an opcode parser only: it builds no objects
 from typing import Any
 
 from node.storage.codec import StoredDataError
@@ -121,7 +121,7 @@ def read_pickle(blob: bytes) -> Any:
     """The value in a schema-1 blob, as inert Python values (see the module docstring)."""
     m = _Machine()
     try:
-        for op, arg, _ in pickletools.genops(bytes(blob)):
+        for op, arg, _ in genops(bytes(blob)):
             name = op.name
             if name in ("PROTO", "FRAME"):
                 continue
