@@ -4,7 +4,10 @@ the API token. Bounded in time; it must find nothing: no 5xx, every status code 
 invalid input refused.
 
 ``positive_data_acceptance`` is left out: it expects any schema-valid body to succeed, but opening a lease from
-an offer id made up by the generator is refused (400, "offer not in the book") by design.
+an offer id made up by the generator is refused (400, "offer not in the book") by design. ``use_after_free`` is
+left out: ``DELETE /v1/leases/{id}/forwards`` ends the lease's forwards (all, or the one named by ``forward_id``),
+and the list of them, ``GET`` on the same path, rightly still answers (an empty list); the check takes the shared
+path for one deleted resource.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ async def test_schemathesis_finds_no_failure_against_a_node_with_a_lease(nodes, 
     proc = await asyncio.create_subprocess_exec(
         str(st), "run", f"{consumer.api_url}/openapi.json", "-H", f"Authorization: Bearer {token}",
         "--max-time", str(BUDGET_S), "--seed", "20261130", "--workers", "1", "--request-timeout", "10",
-        "--exclude-checks", "positive_data_acceptance", "--no-color",
+        "--exclude-checks", "positive_data_acceptance,use_after_free", "--no-color",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
     out, _ = await proc.communicate()
     text = out.decode(errors="replace")

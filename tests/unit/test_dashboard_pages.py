@@ -151,6 +151,7 @@ async def test_bad_page_input_is_refused(client):
     assert (await client.get("/leases/7")).status == 404
     assert (await client.get("/leases/x")).status == 400
     assert (await client.get("/explorer?tx=0x12")).status == 400
+    assert (await client.get("/explorer?lease=5&provider=nonsense")).status == 400  # every parameter is checked
     r = await client.get("/market?min_gpus=abc")
     assert r.status == 400 and "min_gpus" in await r.text()
     r = await client.get("/market?max_price_hour=1e3")

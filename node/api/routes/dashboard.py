@@ -87,7 +87,7 @@ def register(api: Api) -> None:
 
     async def explorer(request: web.Request) -> web.Response:
         focus: dict[str, str] = {}
-        for key in ("lease", "provider", "offer", "tx"):
+        for key in ("lease", "provider", "offer", "tx"):  # every one given is checked; the first is the focus
             value = request.query.get(key)
             if value is None:
                 continue
@@ -95,8 +95,8 @@ def register(api: Api) -> None:
                 parse_lease_id(value)
             elif not _PATTERNS[key].fullmatch(value):
                 raise BadRequest(f"{key} must be 0x-prefixed hex")
-            focus[key] = value
-            break
+            if not focus:
+                focus[key] = value
         return html(pages.explorer_page(market(), focus))
 
     async def css(_: web.Request) -> web.Response:
