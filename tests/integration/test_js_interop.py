@@ -230,6 +230,7 @@ def vector_count() -> int:
         + len(load("offers")["vectors"]) + len(load("withdrawals")["vectors"]) + len(load("heartbeats")["vectors"])
         + len(cp["signatures"]) + len(cp["verifications"])
         + 1 + len(job["box"]["opens"])  # the JobSpec signature and box seal, then each opening
+        + len(job["versions"])  # job spec versions 1 and 2, canonical bytes
         + len(load("lease_messages")["vectors"])
         + len(sync["uvarints"]) + len(sync["requests"]) + len(sync["pages"]) + len(sync["sessions"])
     )
