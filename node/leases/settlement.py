@@ -35,7 +35,10 @@ class Settlements:
     async def run(self) -> None:
         while not self.tasks.stopping.is_set():
             await self.tasks.pause(self.interval)
-            await self.send_due()
+            try:
+                await self.send_due()
+            except Exception:  # an unforeseen failure of one round: the next round tries again
+                log.exception("settlement round failed")
 
     async def send_due(self) -> None:
         if not self.queue:
@@ -75,5 +78,9 @@ class Settlements:
                         ev.lease_id, ev.signed_cp.checkpoint.seq, exc.error))
         except ChainError as exc:  # RPC down: put them back, retried next round
             log.warning("settlement deferred", extra={"error": str(exc)[:200]})
+            for ev in batch:
+                self.queue.setdefault(ev.lease_id, ev)
+        except Exception:  # unforeseen: keep them queued too (settlement is keyed by seq, a retry cannot pay twice)
+            log.exception("settlement failed unexpectedly; retried next round")
             for ev in batch:
                 self.queue.setdefault(ev.lease_id, ev)

@@ -123,3 +123,29 @@ async def test_lease_opened_and_job_spec_arriving_together_adopt_the_lease_once(
     assert world.provider.leases[(lid, "provider")].state.provider.job is L.JobPhase.RUNNING
     await world.provider.stop()
     await world.consumer.stop()
+
+
+async def test_an_unforeseen_settlement_failure_keeps_the_checkpoint_queued(tmp_path, caplog):
+    world = World(tmp_path)
+    await world.start()
+    view = await world.consumer.open_lease(OFFER_ID, GPUS, DEPOSIT, {"argv": ["train"]})
+    await world.deliver()
+    for _ in range(3):
+        world.advance(2)
+        await world.serve()
+    escrow = world.consumer.runner.escrow
+    real = escrow.settle
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("an RPC library error nobody mapped")
+
+    escrow.settle = broken
+    with caplog.at_level(logging.ERROR):
+        await world.consumer.settlements.send_due()
+    assert world.consumer.settlements.queue and "settlement failed unexpectedly" in caplog.text
+    escrow.settle = real
+    await world.consumer.settlements.send_due()
+    await world.deliver()
+    assert world.consumer.lease_detail(int(view["lease_id"]))["settled_seq"] >= 1
+    await world.provider.stop()
+    await world.consumer.stop()
