@@ -95,12 +95,19 @@ async def test_forged_overclaiming_and_replayed_checkpoints_are_rejected_never_s
                                        "job": _job("import time; time.sleep(30)")})
     lid = lease["lease_id"]
     await until(lambda: consumer.lease(lid)["accepted_seq"] >= 1, 20, "a first honest checkpoint")
-    # the honest provider goes quiet (its queue drains first) so that crafted reports below do not race its own
+    # the honest provider goes quiet so that crafted reports below do not race its own: it is stopped at a moment
+    # its queue is empty and all it cut was accepted (checked and cancelled in one step of the loop, so no beat
+    # can be half-way between its meter and the consumer)
     prec = provider.engine.leases[(lid, "provider")]
-    prec.serving.cancel()
-    await until(lambda: not prec.state.provider.outq
-                and consumer.lease(lid)["accepted_seq"] == prec.state.provider.meter.cp_seq, 20,
-                "the provider's queue to drain")
+
+    def quiet_then_stopped() -> bool:
+        side = prec.state.provider
+        if side.outq or consumer.lease(lid)["accepted_seq"] != side.meter.cp_seq:
+            return False
+        prec.serving.cancel()
+        return True
+
+    await until(quiet_then_stopped, 20, "the provider's queue to drain")
     honest = consumer.lease(lid)
     domain = eip712.Domain(devnet.deployment.chain_id, devnet.deployment.escrow)
     peer = provider.p2p.peer_id
