@@ -1,10 +1,12 @@
 """The effect runner: carries out the events of the lease state machine, one handler per event type.
 
 Each handler marks its outbox row done (``LeaseStore.done``) once the effect happened, or with an error when it
-never will (a reverted transaction, a lost race); a transaction that could not be sent (RPC down) stays pending
-and is carried out again at the next start. A crash between an effect and its done mark repeats the effect at the
-next start, so every effect is idempotent: evidence is written in the same transaction as the done mark, chain
-writes carry idempotency keys, a job is started only from the ``STARTING`` phase, peers take repeats.
+never will (a reverted transaction, a lost race); a transaction that could not be sent (RPC down) stays pending:
+it is tried again with a growing pause (``retry_first_s`` doubling up to ``retry_max_s``) for as long as the node
+runs, and carried out again at the next start if the node stops first. A crash between an effect and its done
+mark repeats the effect at the next start, so every effect is idempotent: evidence is written in the same
+transaction as the done mark, chain writes carry idempotency keys, a job is started only from the ``STARTING``
+phase, peers take repeats.
 
 The consumer and provider drivers register the handlers that need their parts (sending the job spec, starting
 and stopping jobs).
@@ -35,14 +37,18 @@ MAX_NOTICES = 500
 
 class EffectRunner:
     def __init__(self, dispatcher: Dispatcher, escrow: EscrowPort, token: TokenPort, domain: Domain, tasks: Tasks,
-                 on_capacity_change: Callable[[bytes], None]) -> None:
+                 on_capacity_change: Callable[[bytes], None], retry_first_s: float = 5.0,
+                 retry_max_s: float = 120.0) -> None:
         self.dispatcher = dispatcher
+        self.retry_first_s = retry_first_s
+        self.retry_max_s = retry_max_s
         self.store = dispatcher.store
         self.escrow = escrow
         self.token = token
         self.domain = domain
         self.tasks = tasks
         self.on_capacity_change = on_capacity_change
+        self.deferred_retries = 0  # transactions tried again after the endpoint was unusable
         self.notices: list[dict[str, Any]] = []
         self.gas: list[dict[str, Any]] = []  # kind, lease_id, gas of our transactions, for the summary
         self.settlements: dict[int, L.ContractSendSettle] = {}  # due settlements, batched by the settle loop
@@ -82,10 +88,30 @@ class EffectRunner:
 
     def _spawned(self, handler: Callable[[LeaseRecord, E, int], Coroutine[Any, Any, None]]
                  ) -> Callable[[LeaseRecord, E, int], Awaitable[None]]:
-        """The handler run as a background task (chain transactions take blocks)."""
+        """The handler run as a background task (chain transactions take blocks), again and again while it leaves
+        its outbox row pending (the endpoint was unusable), with a growing pause in between."""
         async def start(rec: LeaseRecord, ev: E, outbox_id: int) -> None:
-            self.tasks.spawn(handler(rec, ev, outbox_id))
+            self.tasks.spawn(self._until_done(handler, rec, ev, outbox_id))
         return start
+
+    async def _until_done(self, handler: Callable[[LeaseRecord, E, int], Coroutine[Any, Any, None]],
+                          rec: LeaseRecord, ev: E, outbox_id: int) -> None:
+        pause = self.retry_first_s
+        while True:
+            try:
+                await handler(rec, ev, outbox_id)
+            except ChainError as exc:  # a handler with no deferral of its own
+                log.warning("lease transaction deferred", extra={"kind": type(ev).__name__,
+                                                                 "error": str(exc)[:200]})
+            if self.tasks.stopping.is_set() or not self.store.is_pending(outbox_id):
+                return
+            self.deferred_retries += 1
+            log.info("lease transaction to be tried again", extra={"lease_id": rec.lease_id,
+                                                                   "kind": type(ev).__name__, "in_s": pause})
+            await self.tasks.pause(pause)
+            if self.tasks.stopping.is_set():
+                return
+            pause = min(pause * 2, self.retry_max_s)
 
     # ------------------------------------------------------------------------------------------ local effects
     async def _nothing(self, rec: LeaseRecord, ev: object, outbox_id: int) -> None:
@@ -133,7 +159,7 @@ class EffectRunner:
         except TxFailed as exc:
             log.error("lease transaction failed", extra={"kind": kind, "error": exc.error})
             self.done(outbox_id, exc.error)
-        except ChainError as exc:  # RPC down: leave it in the outbox, retried at next start
+        except ChainError as exc:  # RPC down: left pending in the outbox, tried again (``_until_done``)
             log.warning("lease transaction deferred", extra={"kind": kind, "error": str(exc)[:200]})
 
     async def _close(self, rec: LeaseRecord, ev: L.ContractSendClose, outbox_id: int) -> None:
@@ -191,8 +217,9 @@ class EffectRunner:
             except TxFailed as exc:
                 self.done(outbox_id, exc.error)
                 return
-            except ChainError as exc:
+            except ChainError as exc:  # left pending: tried again (``_until_done``), not counted as an attempt
                 log.warning("finalize deferred", extra={"lease_id": lid, "error": str(exc)[:200]})
+                return
             await self.tasks.pause(2.0)
         self.done(outbox_id, "gave up finalizing")
 
@@ -238,7 +265,7 @@ class EffectRunner:
                 self.done(outbox_id, exc.error)
                 await self.dispatcher.apply(rec, L.ContractReceiveFaultTxFailed(lease_id, kind, exc.error))
                 return
-            except ChainError as exc:  # RPC down: stays in the outbox, carried out at the next start
+            except ChainError as exc:  # RPC down: left pending in the outbox, tried again (``_until_done``)
                 log.warning("lease fault transaction deferred", extra={"kind": kind, "error": str(exc)[:200]})
                 return
 

@@ -112,6 +112,11 @@ class LeaseStore(Generic[R]):
                 for r in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 "
                                        "ORDER BY id")]
 
+    def is_pending(self, outbox_id: int) -> bool:
+        """Whether the outbox event is still to be carried out."""
+        rows = self.db.query("SELECT done FROM lease_outbox WHERE id = ?", (outbox_id,))
+        return bool(rows) and not rows[0]["done"]
+
     def done(self, outbox_id: int, error: str | None = None) -> None:
         with self.db.tx() as c:
             c.execute("UPDATE lease_outbox SET done = 1, error = ? WHERE id = ?", (error, outbox_id))

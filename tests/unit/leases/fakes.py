@@ -25,6 +25,7 @@ from node.chain.proxies import OnChainLease
 from node.chain.tx import TxFailed, TxRace, TxResult
 from node.crypto import eip712
 from node.crypto.nodekey import peer_id_of_node_key
+from node.errors import ChainError
 from node.leases import LeaseEngine, LeaseRecord
 from node.leases.ports import StreamHandler
 from node.protocol import lease as L
@@ -131,6 +132,7 @@ class FakeChain:
     cursors: dict[str, int] = field(default_factory=dict)  # per reader: how many logs it has processed
     reads: Counter[tuple[str, str]] = field(default_factory=Counter)  # (wallet, call) of every read
     _results: dict[str, TxResult] = field(default_factory=dict)
+    endpoint_down: bool = False  # every transaction fails as a dead RPC endpoint's does (ChainError)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
     _blocks: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -148,6 +150,8 @@ class FakeChain:
         done = self._results.get(key)
         if done is not None:
             return done  # the same intent again: already mined
+        if self.endpoint_down:
+            raise ChainError(f"{kind}: RPC failure while estimating gas: connection refused")
         events = run()  # raises TxRace / TxFailed without changing anything
         block = next(self._blocks)
         events = [replace(e, block_number=block) for e in events]

@@ -333,3 +333,30 @@ def test_schema_3_lease_rows_gain_the_fault_state_at_its_defaults():
                     if k not in ("max_unsettled_s", "challenge_after_ms", "fault_retry_ms")}
     assert migrations.lease_row_v3_to_v4(v3) == v4
     assert codec.loads(L.LeaseState, json.dumps(migrations.lease_row_v3_to_v4(v3))) == state
+
+
+async def test_a_close_deferred_by_a_dead_endpoint_is_sent_once_it_answers_without_a_restart(tmp_path):
+    world = await started(tmp_path)
+    lid = await open_lease(world)
+    await step(world)
+    runner = world.consumer.runner
+    runner.retry_first_s, runner.retry_max_s = 0.02, 0.05
+    world.chain.endpoint_down = True
+    await world.consumer.close_lease(lid)
+    for _ in range(100):
+        if runner.deferred_retries >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert runner.deferred_retries >= 3  # tried again and again while the endpoint is down, without a restart
+    assert "closeLease" not in kinds(world)
+    assert [type(p.event).__name__ for p in world.consumer.store.pending()] == ["ContractSendClose"]
+    world.chain.endpoint_down = False
+    for _ in range(100):
+        if "closeLease" in kinds(world):
+            break
+        await asyncio.sleep(0.02)
+    assert kinds(world).count("closeLease") == 1
+    assert world.consumer.store.pending() == []
+    retries = runner.deferred_retries
+    await asyncio.sleep(0.2)
+    assert runner.deferred_retries == retries  # done: nothing tried again
