@@ -57,6 +57,13 @@ class ChainEventRouter:
             self.recent.append({"block": ev.block_number, "event": ev.name, "tx": ev.tx_hash,
                                 **{k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.args.items()}})
 
+    def lease_transactions(self, lease_id: int) -> list[dict[str, Any]]:
+        """The followed events of one lease, oldest first: which transaction (and block) carried each; as far back
+        as the recent list reaches."""
+        return [{"block": e["block"], "event": e["event"], "tx": e["tx"],
+                 **({"seq": e["seq"]} if isinstance(e.get("seq"), int) else {})}
+                for e in self.recent if e.get("leaseId") == lease_id]
+
     def latest(self, limit: int) -> list[dict[str, Any]]:
         return list(self.recent)[-limit:][::-1] if limit > 0 else []
 

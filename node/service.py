@@ -330,7 +330,10 @@ class Node:
         return self.engine.views() if self.engine else []
 
     def lease(self, lease_id: int) -> dict[str, Any] | None:
-        return self.engine.lease_detail(lease_id) if self.engine else None
+        detail = self.engine.lease_detail(lease_id) if self.engine else None
+        if detail is not None:
+            detail["transactions"] = self.events.lease_transactions(lease_id)
+        return detail
 
     def chain_events(self, limit: int) -> list[dict[str, Any]]:
         return self.events.latest(limit)

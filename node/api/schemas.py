@@ -78,6 +78,11 @@ LEASE_DETAIL: Schema = {
             "properties": {"seq": INT, "gpu_seconds": INT, "status": {"type": "string"},
                            "reason": {"type": "string"}}}},
         "notices": {"type": "array", "items": {"type": "object"}},
+        "transactions": {"type": "array", "description": "the lease's contract events, oldest first, with the "
+                         "transaction and block that carried each", "items": {
+                             "type": "object", "required": ["block", "event", "tx"],
+                             "properties": {"block": INT, "event": {"type": "string"}, "tx": {"type": "string"},
+                                            "seq": INT}}},
     },
 }
 LEASES: Schema = {"type": "object", "required": ["leases"], "properties": {"leases": {"type": "array", "items": LEASE}}}

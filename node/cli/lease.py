@@ -203,15 +203,27 @@ UNTIL = {
 @json_option
 def lease_watch(node: NodeRef, lease_id: int, until: str, timeout: float | None, interval: float,
                 as_json: bool) -> None:
-    """Live progress of a lease: heartbeats, checkpoints, settlements, deposit left; one line per change.
+    """Live progress of a lease: heartbeats, checkpoints, settlements, deposit left; one line per change, and one
+    per contract event of the lease with the transaction that carried it.
 
     Example: gpunet lease watch 1 --data-dir consumer-node --until job-done
     """
     out = console()
     deadline = time.monotonic() + timeout if timeout else None
     seen: tuple[Any, ...] = ()
+    seen_txs: set[tuple[str, str]] = set()
     while True:
         v = node.get(f"/v1/leases/{lease_id}")
+        for t in v.get("transactions", []):
+            if (t["tx"], t["event"]) in seen_txs:
+                continue
+            seen_txs.add((t["tx"], t["event"]))
+            if as_json:
+                click.echo(json.dumps({"lease_id": lease_id} | t))
+            else:
+                seq = f" seq {t['seq']}" if "seq" in t else ""
+                out(f"{time.strftime('%H:%M:%S')} lease {lease_id} {t['event']}{seq} · tx {t['tx']} "
+                    f"(block {t['block']})")
         now = (v["status"], v["heartbeats"], v["accepted_seq"], v["settled_seq"], v["paid"], "job_result" in v,
                v["deposit"])
         if now != seen:

@@ -75,6 +75,9 @@ def test_running_a_node_as_the_readme_says(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-6000:]
     assert "hello from a leased GPU" in out, out[-6000:]
     assert "FINALIZED" in out
+    # lease watch names the transaction of each contract event of the lease
+    assert re.search(r"lease \d+ LeaseClosed · tx 0x[0-9a-f]{64} \(block \d+\)", out), out[-6000:]
+    assert re.search(r"lease \d+ LeaseFinalized · tx 0x[0-9a-f]{64} \(block \d+\)", out), out[-6000:]
     assert "deposit now 0.015 gDEV" in out
     assert re.search(r"staked 100 gDEV", out)
     assert "devnet stopped" in out

@@ -349,8 +349,15 @@ async def test_chain_events_reach_the_explorer_list_the_stake_cache_and_then_the
     latest = router.latest(2)
     assert [e["event"] for e in latest] == ["LeaseClosed", "LeaseOpened"]
     assert latest[1]["offerHash"] == "0102" and latest[1]["block"] == 7
+    await router(event("LeaseSettled", leaseId=1, seq=3, amount=9))
+    await router(event("LeaseSettled", leaseId=2, seq=1, amount=9))
+    txs = router.lease_transactions(1)
+    assert [(t["event"], t.get("seq")) for t in txs] == [("LeaseOpened", None), ("LeaseClosed", None),
+                                                         ("LeaseSettled", 3)]
+    assert all(set(t) <= {"block", "event", "tx", "seq"} and t["tx"] for t in txs)
     for i in range(RECENT_EVENTS + 5):
         await router(event("Staked", n=i))
+    assert router.lease_transactions(1) == []  # as far back as the recent list reaches
     assert len(router.latest(10_000)) == RECENT_EVENTS and router.latest(0) == []
 
 
