@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +77,21 @@ def chain_options(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(chain=ChainRef(rpc_url, deployments, wallet, password_file, dev_account), **kwargs)
 
     return wrapper
+
+
+def with_client(chain: ChainRef, body: Callable[[Any], Awaitable[T]], need_wallet: bool = True) -> T:
+    """Connect (with the wallet, or read-only when ``need_wallet`` is false), run ``body(client)``, close; expected
+    failures end as one-line errors (exit 1)."""
+    ref = chain if need_wallet else ChainRef(chain.rpc_url, chain.deployments, None, None, None)
+
+    async def go() -> T:
+        client = await ref.connect(need_wallet=need_wallet)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return run(go)
 
 
 def run(fn: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -10,6 +10,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -198,6 +199,14 @@ def when(ts: int | float | None, now: float | None = None) -> str:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def report(out: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str]) -> None:
+    """A command's result: the JSON object with ``--json``, else the line ``text`` makes of it."""
+    if as_json:
+        print_json(out)
+    else:
+        click.echo(text(out))
 
 
 def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

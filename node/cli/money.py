@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from node.cli._onchain import ChainRef, chain_options, is_devnet, run
-from node.cli.app import eth, fail, gdev, json_option, main, parse_gdev, print_fields, print_json, when
+from node.cli._onchain import ChainRef, chain_options, is_devnet, run, with_client
+from node.cli.app import eth, fail, gdev, json_option, main, parse_gdev, print_fields, print_json, report, when
 
 FAUCET_ACCOUNT = 0  # devnet: anvil account 0 sends the faucet's mints
 
@@ -107,15 +107,7 @@ def balance(address: str | None, chain: ChainRef, as_json: bool) -> None:
 
     Example: gpunet balance --wallet provider
     """
-    async def go() -> dict[str, Any]:
-        who = _who(chain, address)
-        client = await ChainRef(chain.rpc_url, chain.deployments, None, None, None).connect(need_wallet=False)
-        try:
-            return await _balances(client, who)
-        finally:
-            await client.close()
-
-    b = run(go)
+    b = with_client(chain, lambda client: _balances(client, _who(chain, address)), need_wallet=False)
     if as_json:
         print_json(b)
         return
@@ -137,30 +129,26 @@ def withdraw(chain: ChainRef, as_json: bool) -> None:
 
     Example: gpunet withdraw --wallet provider
     """
-    async def go() -> dict[str, Any]:
+    async def go(client: Any) -> dict[str, Any]:
         from node.chain.proxies import Escrow
 
-        client = await chain.connect()
-        try:
-            who = client.address
-            before = await _balances(client, who)
-            out: dict[str, Any] = {"address": who, "withdrawn": {}}
-            escrow = Escrow(client)
-            if int(before["earnings"]):
-                out["withdrawn"]["earnings"] = {"amount": before["earnings"],
-                                                **_tx(await escrow.withdraw_earnings(_key("earnings")))}
-            if int(before["refunds"]):
-                out["withdrawn"]["refunds"] = {"amount": before["refunds"],
-                                               **_tx(await escrow.withdraw_refund(_key("refund")))}
-            if int(before["slash_proceeds"]):
-                r = await client.transact(_key("slash"), client.c.staking, "withdrawSlashProceeds")
-                out["withdrawn"]["slash_proceeds"] = {"amount": before["slash_proceeds"], **_tx(r)}
-            out["token"] = str((await _balances(client, who))["token"])
-            return out
-        finally:
-            await client.close()
+        who = client.address
+        before = await _balances(client, who)
+        out: dict[str, Any] = {"address": who, "withdrawn": {}}
+        escrow = Escrow(client)
+        if int(before["earnings"]):
+            out["withdrawn"]["earnings"] = {"amount": before["earnings"],
+                                            **_tx(await escrow.withdraw_earnings(_key("earnings")))}
+        if int(before["refunds"]):
+            out["withdrawn"]["refunds"] = {"amount": before["refunds"],
+                                           **_tx(await escrow.withdraw_refund(_key("refund")))}
+        if int(before["slash_proceeds"]):
+            r = await client.transact(_key("slash"), client.c.staking, "withdrawSlashProceeds")
+            out["withdrawn"]["slash_proceeds"] = {"amount": before["slash_proceeds"], **_tx(r)}
+        out["token"] = str((await _balances(client, who))["token"])
+        return out
 
-    out = run(go)
+    out = with_client(chain, go)
     if as_json:
         print_json(out)
     elif not out["withdrawn"]:
@@ -188,29 +176,20 @@ def provider_stake(amount: str, chain: ChainRef, as_json: bool) -> None:
     """
     base = parse_gdev(amount, "AMOUNT")
 
-    async def go() -> dict[str, Any]:
+    async def go(client: Any) -> dict[str, Any]:
         from node.chain.proxies import Staking, Token
 
-        client = await chain.connect()
-        try:
-            who, token, staking = client.address, Token(client), Staking(client)
-            have = await token.balance(who)
-            if have < base:
-                fail(f"wallet {who} holds {gdev(have)} gDEV, less than {gdev(base)}: on a devnet, "
-                     f"`gpunet fund {who}`")
-            await token.ensure_allowance(_key("approve-stake"), client.deployment.staking, base)
-            r = await staking.stake(_key("stake"), base)
-            total, minimum = await staking.stake_of(who), await staking.min_stake()
-            return {"address": who, "staked": str(base), "stake": str(total), "min_stake": str(minimum), **_tx(r)}
-        finally:
-            await client.close()
+        who, token, staking = client.address, Token(client), Staking(client)
+        have = await token.balance(who)
+        if have < base:
+            fail(f"wallet {who} holds {gdev(have)} gDEV, less than {gdev(base)}: on a devnet, `gpunet fund {who}`")
+        await token.ensure_allowance(_key("approve-stake"), client.deployment.staking, base)
+        r = await staking.stake(_key("stake"), base)
+        total, minimum = await staking.stake_of(who), await staking.min_stake()
+        return {"address": who, "staked": str(base), "stake": str(total), "min_stake": str(minimum), **_tx(r)}
 
-    out = run(go)
-    if as_json:
-        print_json(out)
-    else:
-        click.echo(f"staked {gdev(out['staked'])} gDEV; stake now {gdev(out['stake'])} gDEV "
-                   f"(minimum {gdev(out['min_stake'])}) tx {out['tx']}")
+    report(with_client(chain, go), as_json, lambda o: f"staked {gdev(o['staked'])} gDEV; stake now "
+           f"{gdev(o['stake'])} gDEV (minimum {gdev(o['min_stake'])}) tx {o['tx']}")
 
 
 @provider.command("unbond")
@@ -224,21 +203,13 @@ def provider_unbond(amount: str, chain: ChainRef, as_json: bool) -> None:
     """
     base = parse_gdev(amount, "AMOUNT")
 
-    async def go() -> dict[str, Any]:
-        client = await chain.connect()
-        try:
-            r = await client.transact(_key("unbond"), client.c.staking, "requestUnbond", base)
-            pending, ready_at = await client.call(client.c.staking, "unbonding", client.address)
-            return {"address": client.address, "unbonding": str(pending), "ready_at": int(ready_at), **_tx(r)}
-        finally:
-            await client.close()
+    async def go(client: Any) -> dict[str, Any]:
+        r = await client.transact(_key("unbond"), client.c.staking, "requestUnbond", base)
+        pending, ready_at = await client.call(client.c.staking, "unbonding", client.address)
+        return {"address": client.address, "unbonding": str(pending), "ready_at": int(ready_at), **_tx(r)}
 
-    out = run(go)
-    if as_json:
-        print_json(out)
-    else:
-        click.echo(f"unbonding {gdev(out['unbonding'])} gDEV, withdrawable {when(out['ready_at'])} "
-                   f"(tx {out['tx']})")
+    report(with_client(chain, go), as_json, lambda o: f"unbonding {gdev(o['unbonding'])} gDEV, withdrawable "
+           f"{when(o['ready_at'])} (tx {o['tx']})")
 
 
 @provider.command("withdraw-stake")
@@ -249,24 +220,16 @@ def provider_withdraw_stake(chain: ChainRef, as_json: bool) -> None:
 
     Example: gpunet provider withdraw-stake --wallet provider
     """
-    async def go() -> dict[str, Any]:
-        client = await chain.connect()
-        try:
-            pending, ready_at = await client.call(client.c.staking, "unbonding", client.address)
-            if not pending:
-                fail("nothing is unbonding: `gpunet provider unbond AMOUNT` first")
-            if ready_at > int((await client.w3.eth.get_block("latest"))["timestamp"]):
-                fail(f"{gdev(pending)} gDEV unbonding, withdrawable {when(ready_at)}")
-            r = await client.transact(_key("withdraw-stake"), client.c.staking, "withdrawUnbonded")
-            return {"address": client.address, "withdrawn": str(pending), **_tx(r)}
-        finally:
-            await client.close()
+    async def go(client: Any) -> dict[str, Any]:
+        pending, ready_at = await client.call(client.c.staking, "unbonding", client.address)
+        if not pending:
+            fail("nothing is unbonding: `gpunet provider unbond AMOUNT` first")
+        if ready_at > int((await client.w3.eth.get_block("latest"))["timestamp"]):
+            fail(f"{gdev(pending)} gDEV unbonding, withdrawable {when(ready_at)}")
+        r = await client.transact(_key("withdraw-stake"), client.c.staking, "withdrawUnbonded")
+        return {"address": client.address, "withdrawn": str(pending), **_tx(r)}
 
-    out = run(go)
-    if as_json:
-        print_json(out)
-    else:
-        click.echo(f"withdrew {gdev(out['withdrawn'])} gDEV of stake (tx {out['tx']})")
+    report(with_client(chain, go), as_json, lambda o: f"withdrew {gdev(o['withdrawn'])} gDEV of stake (tx {o['tx']})")
 
 
 @provider.command("register")
@@ -286,21 +249,14 @@ def provider_register(node_data_dir: Path, metadata: str, chain: ChainRef, as_js
     node_data_dir.mkdir(parents=True, exist_ok=True)
     pub = bytes(signing_key(load_or_create_node_key(node_data_dir / "node.key")).verify_key)
 
-    async def go() -> dict[str, Any]:
+    async def go(client: Any) -> dict[str, Any]:
         from node.chain.proxies import Staking
 
-        client = await chain.connect()
-        try:
-            r = await Staking(client).register(_key("register"), pub, metadata[:512])
-            return {"address": client.address, "node_key": "0x" + pub.hex(), **_tx(r)}
-        finally:
-            await client.close()
+        r = await Staking(client).register(_key("register"), pub, metadata[:512])
+        return {"address": client.address, "node_key": "0x" + pub.hex(), **_tx(r)}
 
-    out = run(go)
-    if as_json:
-        print_json(out)
-    else:
-        click.echo(f"registered node key {out['node_key']} for {out['address']} (tx {out['tx']})")
+    report(with_client(chain, go), as_json,
+           lambda o: f"registered node key {o['node_key']} for {o['address']} (tx {o['tx']})")
 
 
 @provider.command("status")
@@ -312,20 +268,16 @@ def provider_status(address: str | None, chain: ChainRef, as_json: bool) -> None
 
     Example: gpunet provider status --wallet provider
     """
-    async def go() -> dict[str, Any]:
+    async def go(client: Any) -> dict[str, Any]:
         from node.chain.proxies import Staking
 
         who = _who(chain, address)
-        client = await ChainRef(chain.rpc_url, chain.deployments, None, None, None).connect(need_wallet=False)
-        try:
-            staking = Staking(client)
-            b = await _balances(client, who)
-            return {**b, "min_stake": str(await staking.min_stake()), "registered": await staking.is_registered(who),
-                    "node_key": "0x" + (await staking.node_key(who)).hex()}
-        finally:
-            await client.close()
+        staking = Staking(client)
+        b = await _balances(client, who)
+        return {**b, "min_stake": str(await staking.min_stake()), "registered": await staking.is_registered(who),
+                "node_key": "0x" + (await staking.node_key(who)).hex()}
 
-    s = run(go)
+    s = with_client(chain, go, need_wallet=False)
     if as_json:
         print_json(s)
         return
