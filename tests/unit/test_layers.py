@@ -19,6 +19,7 @@ UPPER = (
     "node.storage",
     "node.api",
     "node.service",
+    "node.assembly",
     "node.leases",
     "node.market",
     "node.provider",
