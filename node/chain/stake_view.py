@@ -83,3 +83,31 @@ class StakeCache:
             await self.refresh(staking, event.args["provider"])
         elif event.name == "OffersCancelled":
             self.raise_nonce(_raw(event.args["provider"]), int(event.args["minNonce"]))
+
+
+class StakeHistory:
+    """What the logs before a restarted node's cursor said about providers: who had stake events, and each one's
+    highest offer-nonce floor. The cache is kept in memory only, so at start ``restore`` brings it back from these
+    (stake read fresh from the contract); the log poller then carries on from its cursor. Without it a restarted
+    node takes every provider it has not seen change since for unregistered, and cancelled offers for live."""
+
+    def __init__(self) -> None:
+        self.providers: set[str] = set()
+        self.floors: dict[str, int] = {}
+
+    def see(self, event: object) -> None:
+        if not isinstance(event, ChainEvent) or "provider" not in event.args:
+            return
+        provider = str(event.args["provider"])
+        if event.name in STAKE_EVENTS:
+            self.providers.add(provider)
+        elif event.name == "OffersCancelled":
+            self.floors[provider] = max(self.floors.get(provider, 0), int(event.args["minNonce"]))
+
+    async def restore(self, cache: StakeCache, staking: Staking) -> int:
+        """Set the floors and read each provider's stake; returns the providers read."""
+        for provider, floor in self.floors.items():
+            cache.raise_nonce(_raw(provider), floor)
+        for provider in sorted(self.providers):
+            await cache.refresh(staking, provider)
+        return len(self.providers)
