@@ -31,7 +31,7 @@ class GossipParams:
       by the local REJECT penalty below. Set a number to turn the library limit back on.
     - ``reject_penalty_threshold``: REJECT verdicts from one forwarding peer (decayed by
       ``reject_penalty_decay`` every second) above which the peer is blacklisted in pubsub and disconnected
-      for ``ban_s`` seconds.
+      for ``ban_s`` seconds, during which its connections are refused and it is not dialled.
     """
 
     degree: int = 6

@@ -9,6 +9,10 @@ class PeerUnavailable(RecoverableError, ConnectionError):
     """A peer could not be dialled or a stream to it could not be opened."""
 
 
+class PeerBanned(PeerUnavailable):
+    """The peer is banned for too many rejected messages: we neither dial it nor accept it until the ban ends."""
+
+
 class RequestTimeout(RecoverableError, TimeoutError):
     """A request/response exchange did not complete before its deadline."""
 

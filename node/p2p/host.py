@@ -25,6 +25,13 @@ peer scorer counts every "no" as an invalid message, so IGNORE could not be kept
 library's score parameters are left at their neutral defaults and a local penalty counts REJECTs per
 forwarding peer instead (decayed every second); above a threshold the peer is blacklisted in pubsub and
 disconnected for ``ban_s``.
+
+While a ban lasts the peer cannot come back: py-libp2p 0.8.1's ``ConnectionGate`` filters IP addresses only, so
+the peer id gate is the swarm's resource manager (``_BanGate``), whose ``open_connection`` the swarm asks, with
+the remote peer id, for every inbound and outbound connection right after the security handshake and before it
+registers the connection (no ``connected`` notification, no identify, no pubsub stream). A notifee
+(``_BanNotifee``) closes any connection that got past it in the instant of a ban. Our own dials (``connect``,
+bootstrap redials, requests and syncs to a peer id) refuse a banned peer before dialling, with ``PeerBanned``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from dataclasses import dataclass
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -47,6 +54,8 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.rcmgr import ResourceManager
+from libp2p.rcmgr.manager import ConnectionScope
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -59,7 +68,7 @@ from node.types import Validation, Verdict
 from . import sync as sync_codec
 from . import tuning
 from .config import SYNC_PROTOCOL, P2PConfig
-from .errors import NotRunning, PeerUnavailable, RequestTimeout
+from .errors import NotRunning, PeerBanned, PeerUnavailable, RequestTimeout
 from .framing import MAX_FRAME_BYTES, FrameError, read_frame, write_frame
 from .keys import load_or_create_node_key, peer_id_of
 from .metrics import P2PMetrics
@@ -99,6 +108,55 @@ def _connection_config(cfg: P2PConfig) -> ConnectionConfig:
         max_connections_per_peer=cfg.max_connections_per_peer,
         dial_timeout=cfg.dial_timeout_s,
     )
+
+
+class _BanGate(ResourceManager):
+    """libp2p's default resource manager that also refuses every connection of a banned peer.
+
+    The swarm calls ``open_connection`` with the remote peer id once the security handshake has told it who the
+    peer is (and earlier with ``None``, which passes through); ``None`` back makes the swarm close the connection
+    before registering it. ``refuse(peer_id, direction)`` says whether to refuse (and counts the refusal).
+    """
+
+    def __init__(self, refuse: Callable[[str, str], bool]) -> None:
+        # The settings of ``libp2p.rcmgr.new_resource_manager()``, which ``new_host`` uses when given none.
+        super().__init__(enable_memory_pooling=True)
+        self._refuse = refuse
+
+    def open_connection(
+        self, peer_id: object | None = None, endpoint_ip: str | None = None, direction: str = "inbound"
+    ) -> ConnectionScope | None:
+        if peer_id is not None and self._refuse(str(peer_id), str(direction)):
+            return None
+        return super().open_connection(peer_id, endpoint_ip=endpoint_ip, direction=direction)
+
+
+class _BanNotifee(INotifee):
+    """Closes a banned peer's connection as soon as it is registered: the ones that passed ``_BanGate`` just
+    before the ban (the gate refuses all others before they are registered)."""
+
+    def __init__(self, owner: P2PHost) -> None:
+        self._owner = owner
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if self._owner._refuse_connection(peer.to_base58(), str(getattr(conn, "direction", "unknown"))):
+            await self._owner._disconnect(peer)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
 
 
 class _GuardedPubsub(Pubsub):
@@ -184,7 +242,9 @@ class P2PHost:
             listen_addrs=[multiaddr.Multiaddr(a) for a in cfg.listen_addrs],
             enable_mDNS=cfg.mdns,
             connection_config=_connection_config(cfg),
+            resource_manager=_BanGate(self._refuse_connection),
         )
+        host.get_network().register_notifee(_BanNotifee(self))
         tuning.tune_host(host)
         gossipsub = tuning.gossipsub_class()(
             protocols=list(GOSSIP_PROTOCOLS),
@@ -364,6 +424,23 @@ class P2PHost:
         if self._nursery is not None:
             self._nursery.start_soon(self._disconnect, pid)
 
+    def _refuse_connection(self, peer: str, direction: str) -> bool:
+        """The ban check of every connection and dial: True (and counted) when ``peer`` is banned."""
+        if peer not in self._banned:
+            return False
+        label = direction if direction in ("inbound", "outbound") else "unknown"
+        self.metrics.banned_connections_refused.labels(label).inc()
+        if self._should_log():
+            logger.info("refused a connection of a banned peer", extra={"peer": peer, "direction": direction})
+        return True
+
+    def _check_not_banned(self, peer: str) -> None:
+        if self._refuse_connection(peer, "outbound"):
+            left = max(0.0, self._banned[peer] - trio.current_time())
+            raise PeerBanned(
+                f"peer {peer} is banned for too many rejected messages ({left:.0f} s left); not dialling it"
+            )
+
     async def _disconnect(self, pid: ID) -> None:
         try:
             with trio.move_on_after(5):
@@ -384,7 +461,8 @@ class P2PHost:
             self.metrics.peers.set(len(connected))
             connected_ids = {p.to_base58() for p in connected}
             for redial in self._redials:
-                if redial.next_at <= now and redial.addr.rsplit("/p2p/", 1)[1] not in connected_ids:
+                peer = redial.addr.rsplit("/p2p/", 1)[1]
+                if redial.next_at <= now and peer not in connected_ids and peer not in self._banned:
                     redial.next_at = now + redial.backoff
                     redial.backoff = min(redial.backoff * 2, 60.0)
                     self._live_nursery.start_soon(self._dial_bootstrap, redial)
@@ -407,7 +485,10 @@ class P2PHost:
     # ---- peers -------------------------------------------------------------------------------------------
 
     async def connect(self, addr: str) -> str:
-        """Dial a full multiaddr (with /p2p/<id>); return the peer id. Raises ``PeerUnavailable``."""
+        """Dial a full multiaddr (with /p2p/<id>); return the peer id.
+
+        Raises ``PeerUnavailable``, or its subclass ``PeerBanned`` at once, without dialling, while the peer is
+        banned."""
         self._require_running()
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
@@ -415,6 +496,7 @@ class P2PHost:
             raise PeerUnavailable(f"not a dialable /p2p/ multiaddr: {addr}") from exc
         if info.peer_id.to_base58() == self.peer_id:
             raise PeerUnavailable("refusing to dial ourselves")
+        self._check_not_banned(info.peer_id.to_base58())
         # py-libp2p 0.8.1 refuses, for 60 s, every dial to a peer whose addresses all failed once (Swarm's
         # negative peer cache). This is an explicit dial (bootstrap, offer sync, finding a restarted lease peer,
         # each paced by its caller): a provider that restarts on its stable port must be reachable at once.
@@ -449,9 +531,11 @@ class P2PHost:
         if target.startswith("/"):
             return ID.from_base58(await self.connect(target))
         try:
-            return ID.from_base58(target)
+            pid = ID.from_base58(target)
         except Exception as exc:
             raise PeerUnavailable(f"not a peer id or multiaddr: {target!r}") from exc
+        self._check_not_banned(pid.to_base58())
+        return pid
 
     async def _open(self, target: str, protocol: str):
         pid = await self._resolve(target)

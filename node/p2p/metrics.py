@@ -40,6 +40,12 @@ class P2PMetrics:
             "Peers blacklisted and disconnected for too many rejected messages",
             registry=self.registry,
         )
+        self.banned_connections_refused = Counter(
+            "gpunet_p2p_banned_connections_refused_total",
+            "Connections from (inbound) or dials to (outbound) a peer while it is banned, refused or closed",
+            ["direction"],
+            registry=self.registry,
+        )
         self.stream_errors = Counter(
             "gpunet_p2p_stream_errors_total",
             "Request/response streams closed because of a protocol error",

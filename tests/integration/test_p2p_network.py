@@ -9,10 +9,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 
+import multiaddr
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
@@ -20,7 +22,7 @@ from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from node.errors import InvalidMessage
 from node.p2p import LEASE_PROTOCOL, SYNC_PROTOCOL, GossipParams, P2PConfig
 from node.p2p.bridge import P2PNode, P2PRuntime
-from node.p2p.errors import PeerUnavailable, RequestTimeout
+from node.p2p.errors import PeerBanned, PeerUnavailable, RequestTimeout
 from node.p2p.framing import FrameError, encode_uvarint
 from node.types import ACCEPTED, Validation, Verdict
 
@@ -430,3 +432,108 @@ def test_upstream_negative_peer_cache_unchanged() -> None:
     from libp2p.network import swarm
 
     assert hasattr(swarm.Swarm, "unblock_peer") and swarm._NegativePeerCache()._ttl == 60.0
+
+
+# ---- bans -----------------------------------------------------------------------------------------------
+
+
+async def connected(node: P2PNode, other: P2PNode) -> bool:
+    return any(p.peer_id == other.peer_id for p in await node.peers())
+
+
+async def ban_for_rejects(runtime: P2PRuntime, node: P2PNode, peer: str) -> None:
+    """Drive ``peer`` over ``node``'s REJECT threshold through the real penalty path (one verdict per message)."""
+
+    def reject_until_banned() -> None:
+        threshold = node.host.config.gossip.reject_penalty_threshold
+        for _ in range(int(threshold) + 1):
+            node.host.judge(b"invalid offer", peer)
+
+    await runtime.call(reject_until_banned)
+    assert node.metrics.registry.get_sample_value("gpunet_p2p_peer_bans_total") == 1
+
+
+async def test_a_banned_peer_cannot_reconnect_while_the_ban_lasts(make_node, runtime) -> None:
+    a = await make_node(gossip=GossipParams(reject_penalty_threshold=3, ban_s=600))
+    b = await make_node()
+    await b.connect(a.listen_addrs[0])
+    await wait_until(lambda: connected(a, b), what="A sees B")
+    await ban_for_rejects(runtime, a, b.peer_id)
+    await wait_until(lambda: _both_apart(a, b), timeout=20, what="the banned peer disconnected on both sides")
+
+    # B dials A again: the connection is refused (B may briefly think it got through: the refusal comes right
+    # after the handshake, once A knows who is dialling), and it does not come back.
+    with contextlib.suppress(PeerUnavailable):
+        await b.connect(a.listen_addrs[0])
+    await wait_until(lambda: _both_apart(a, b), timeout=20, what="B's redial refused by A")
+    refused = a.metrics.registry.get_sample_value(
+        "gpunet_p2p_banned_connections_refused_total", {"direction": "inbound"}
+    )
+    assert refused is not None and refused >= 1
+    assert not await connected(a, b)
+
+    # A dial by the library itself (its auto-connector, a stream to a peer id) is refused after the handshake.
+    async def library_dial() -> None:
+        with contextlib.suppress(Exception), trio.fail_after(15):
+            await a.host._live_host.connect(info_from_p2p_addr(multiaddr.Multiaddr(b.listen_addrs[0])))
+
+    await runtime.call(library_dial)
+    assert not await connected(a, b)  # never registered on A's side; B sees A's close a moment later
+    await wait_until(lambda: _both_apart(a, b), timeout=20, what="A's own library dial to B refused")
+    refused_out = a.metrics.registry.get_sample_value(
+        "gpunet_p2p_banned_connections_refused_total", {"direction": "outbound"}
+    )
+    assert refused_out is not None and refused_out >= 1
+
+    # A does not dial B either: an explicit dial fails at once with an error that names the ban.
+    t0 = time.monotonic()
+    with pytest.raises(PeerBanned, match="banned"):
+        await a.connect(b.listen_addrs[0])
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(PeerBanned, match="banned"):
+        await a.request(b.peer_id, LEASE_PROTOCOL, b"x", timeout=5)
+    with pytest.raises(PeerBanned, match="banned"):
+        await a.sync_from(b.listen_addrs[0])
+    assert await _both_apart(a, b)
+
+
+async def test_a_banned_peer_connects_again_once_the_ban_expires(make_node, runtime) -> None:
+    a = await make_node(gossip=GossipParams(reject_penalty_threshold=3, ban_s=2))
+    b = await make_node()
+    await b.connect(a.listen_addrs[0])
+    await wait_until(lambda: in_mesh(a), what="mesh before the ban")
+    await ban_for_rejects(runtime, a, b.peer_id)
+    await wait_until(lambda: b.peer_id not in a.host._banned, timeout=20, what="the ban expiring")
+
+    await b.connect(a.listen_addrs[0])
+    await wait_until(lambda: connected(a, b), timeout=20, what="A accepting B again")
+    assert await a.connect(b.listen_addrs[0]) == b.peer_id  # A may dial B again too
+    await wait_until(lambda: _in_mesh_of(a, b), timeout=20, what="B back in A's mesh")
+    await b.publish(b"ok after the ban")
+    await wait_until(lambda: not a.queue.empty(), what="B's gossip reaching A again")
+    assert (await drain(a))[-1].data == b"ok after the ban"
+
+
+async def _in_mesh_of(node: P2PNode, other: P2PNode) -> bool:
+    return any(p.peer_id == other.peer_id and p.in_mesh for p in await node.peers())
+
+
+async def _both_apart(a: P2PNode, b: P2PNode) -> bool:
+    return not await connected(a, b) and not await connected(b, a)
+
+
+def test_upstream_resource_manager_is_the_ban_gate_hook() -> None:
+    """``_BanGate`` is new_host's default resource manager plus a peer check in ``open_connection``: if an upgrade
+    changes the factory's settings or the swarm stops asking ``open_connection`` with the peer id, revisit it."""
+    import inspect
+    import re
+
+    from libp2p.network.swarm import Swarm
+    from libp2p.rcmgr import ResourceManager, new_resource_manager
+
+    factory = inspect.signature(new_resource_manager).parameters
+    own = inspect.signature(ResourceManager.__init__).parameters
+    differ = {n for n, p in factory.items() if p.default != own[n].default}
+    assert differ == {"enable_memory_pooling"} and factory["enable_memory_pooling"].default is True
+    for method in (Swarm.upgrade_inbound_raw_conn, Swarm.upgrade_outbound_raw_conn):
+        assert re.search(r"open_connection\(\s*peer_id,", inspect.getsource(method)), method.__name__
