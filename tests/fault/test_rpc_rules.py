@@ -10,8 +10,8 @@ import pytest
 from web3.exceptions import Web3RPCError
 
 from node.chain.events import log_range_too_large
+from node.chain.receipts import pool_answer
 from node.chain.rpc import ChainHealth, rate_limited, transient_reason
-from node.chain.tx import _pool_answer
 
 pytestmark = pytest.mark.fault
 
@@ -69,7 +69,7 @@ def test_range_cap_errors_split_the_range_and_nothing_else_does(message: str, to
     ("max fee per gas less than block base fee", None),
 ])
 def test_a_resent_transaction_is_recognised(message: str, answer: str | None) -> None:
-    assert _pool_answer(Web3RPCError(message)) == answer
+    assert pool_answer(Web3RPCError(message)) == answer
 
 
 def test_an_outage_starts_after_repeated_failures_or_a_give_up_and_ends_at_the_first_success() -> None:
