@@ -9,7 +9,7 @@ transaction as the done mark, chain writes carry idempotency keys, a job is star
 phase, peers take repeats.
 
 The consumer and provider drivers register the handlers that need their parts (sending the job spec, starting
-and stopping jobs).
+and stopping jobs); ``node.leases.fault_effects`` registers the escrow's fault-path transactions.
 """
 
 from __future__ import annotations
@@ -61,18 +61,11 @@ class EffectRunner:
         self.on(L.NotifyUser, self._notify)
         self.on(L.ContractSendOpenLease, self._nothing)  # open_lease sends the open transaction itself
         self.on(L.ContractSendSettle, self._queue_settlement)
-        self.on(L.ContractSendClose, self._spawned(self._close))
-        self.on(L.ContractSendFinalize, self._spawned(self._finalize))
-        self.on(L.ContractSendTopUp, self._spawned(self._top_up))
-        self.on(L.ContractSendWithdraw, self._spawned(self._withdraw))
+        self.on(L.ContractSendClose, self.spawned(self._close))
+        self.on(L.ContractSendFinalize, self.spawned(self._finalize))
+        self.on(L.ContractSendTopUp, self.spawned(self._top_up))
+        self.on(L.ContractSendWithdraw, self.spawned(self._withdraw))
         self.on(L.ReleaseDevices, self._release_devices)
-        self.on(L.ContractSendClaim, self._spawned(self._claim))
-        self.on(L.ContractSendDispute, self._spawned(self._dispute))
-        self.on(L.ContractSendFinalizeClaim, self._spawned(self._finalize_claim))
-        self.on(L.ContractSendChallenge, self._spawned(self._challenge))
-        self.on(L.ContractSendAnswer, self._spawned(self._answer))
-        self.on(L.ContractSendResolve, self._spawned(self._resolve))
-        self.on(L.ContractSendReportEquivocation, self._spawned(self._report_equivocation))
 
     def on(self, kind: type[E], handler: Callable[[LeaseRecord, E, int], Awaitable[None]]) -> None:
         self._handlers[kind] = handler
@@ -86,7 +79,7 @@ class EffectRunner:
     def record_gas(self, kind: str, lease_id: int, result: TxResult) -> None:
         self.gas.append({"kind": kind, "lease_id": lease_id, "gas": result.gas_used})
 
-    def _spawned(self, handler: Callable[[LeaseRecord, E, int], Coroutine[Any, Any, None]]
+    def spawned(self, handler: Callable[[LeaseRecord, E, int], Coroutine[Any, Any, None]]
                  ) -> Callable[[LeaseRecord, E, int], Awaitable[None]]:
         """The handler run as a background task (chain transactions take blocks), again and again while it leaves
         its outbox row pending (the endpoint was unusable), with a growing pause in between."""
@@ -238,83 +231,3 @@ class EffectRunner:
         except (TxFailed, TxRace) as exc:
             self.done(outbox_id, exc.error)
             await self.dispatcher.apply(rec, L.ContractReceiveTopUpFailed(lid, ev.amount, exc.error))
-
-    # ------------------------------------------------------------------------------------------ fault paths
-    async def _fault(self, rec: LeaseRecord, outbox_id: int, kind: str, lease_id: int,
-                     call: Callable[[str], Awaitable[TxResult]], key: str, *, wait_for: str = "",
-                     attempts: int = 1) -> None:
-        """Send one fault-path transaction. The outcome shows in its log (``ContractReceive*``); a revert or a lost
-        race comes back as ``ContractReceiveFaultTxFailed`` with the decoded error. ``wait_for``: an error that
-        means "not yet" (block time lags the local clock): tried again every 1 s, ``attempts`` times. Keys carry
-        the outbox id: one transaction per event, also when the event is carried out again after a restart."""
-        for attempt in range(attempts):
-            try:
-                result = await call(f"{key}:{attempt}" if attempt else key)
-                self.record_gas(kind, lease_id, result)
-                log.info("lease fault transaction mined", extra={"kind": kind, "lease_id": lease_id,
-                                                                  "tx": result.tx_hash})
-                self.done(outbox_id)
-                return
-            except (TxRace, TxFailed) as exc:
-                if wait_for and exc.error.startswith(wait_for) and attempt + 1 < attempts:
-                    await self.tasks.pause(1.0)
-                    continue
-                level = logging.INFO if isinstance(exc, TxRace) else logging.ERROR
-                log.log(level, "lease fault transaction failed", extra={"kind": kind, "lease_id": lease_id,
-                                                                         "error": exc.error})
-                self.done(outbox_id, exc.error)
-                await self.dispatcher.apply(rec, L.ContractReceiveFaultTxFailed(lease_id, kind, exc.error))
-                return
-            except ChainError as exc:  # RPC down: left pending in the outbox, tried again (``_until_done``)
-                log.warning("lease fault transaction deferred", extra={"kind": kind, "error": str(exc)[:200]})
-                return
-
-    async def _claim(self, rec: LeaseRecord, ev: L.ContractSendClaim, outbox_id: int) -> None:
-        cp, sig = ev.signed_cp.checkpoint, ev.signed_cp.signature
-        log.warning("claiming unsettled usage", extra={"lease_id": ev.lease_id, "seq": cp.seq,
-                                                        "gpu_seconds": cp.cumulative_gpu_seconds,
-                                                        "reason": rec.state.faults.reason})
-        await self._fault(rec, outbox_id, "claim", ev.lease_id, lambda k: self.escrow.claim(k, cp, sig),
-                          f"claim:{ev.lease_id}:{cp.seq}:{outbox_id}")
-
-    async def _dispute(self, rec: LeaseRecord, ev: L.ContractSendDispute, outbox_id: int) -> None:
-        cp, sig = ev.evidence.checkpoint, ev.evidence.signature
-        log.warning("disputing a claim", extra={"lease_id": ev.lease_id, "claimed_seq": ev.claimed_seq,
-                                                 "evidence_seq": cp.seq, "reason": rec.state.faults.reason})
-        await self._fault(rec, outbox_id, "dispute", ev.lease_id, lambda k: self.escrow.dispute(k, cp, sig),
-                          f"dispute:{ev.lease_id}:{ev.claimed_seq}:{outbox_id}")
-
-    async def _finalize_claim(self, rec: LeaseRecord, ev: L.ContractSendFinalizeClaim, outbox_id: int) -> None:
-        lid = ev.lease_id
-        log.info("finalizing a claim", extra={"lease_id": lid, "seq": ev.seq})
-        await self._fault(rec, outbox_id, "finalizeClaim", lid, lambda k: self.escrow.finalize_claim(k, lid),
-                          f"finalize-claim:{lid}:{ev.seq}:{outbox_id}", wait_for="LeaseEscrow_DisputeWindowOpen",
-                          attempts=30)
-
-    async def _challenge(self, rec: LeaseRecord, ev: L.ContractSendChallenge, outbox_id: int) -> None:
-        lid = ev.lease_id
-        log.warning("challenging the provider's liveness", extra={"lease_id": lid, "reason": ev.reason})
-        await self._fault(rec, outbox_id, "challenge", lid, lambda k: self.escrow.challenge_liveness(k, lid),
-                          f"challenge:{lid}:{outbox_id}")
-
-    async def _answer(self, rec: LeaseRecord, ev: L.ContractSendAnswer, outbox_id: int) -> None:
-        lid = ev.lease_id
-        log.warning("answering a liveness challenge", extra={"lease_id": lid, "deadline": ev.deadline})
-        await self._fault(rec, outbox_id, "answer", lid, lambda k: self.escrow.answer_liveness(k, lid),
-                          f"answer:{lid}:{ev.deadline}:{outbox_id}")
-
-    async def _resolve(self, rec: LeaseRecord, ev: L.ContractSendResolve, outbox_id: int) -> None:
-        lid = ev.lease_id
-        log.warning("resolving a missed liveness deadline", extra={"lease_id": lid, "deadline": ev.deadline})
-        await self._fault(rec, outbox_id, "resolve", lid, lambda k: self.escrow.resolve_liveness(k, lid),
-                          f"resolve:{lid}:{ev.deadline}:{outbox_id}", wait_for="LeaseEscrow_LivenessWindowOpen",
-                          attempts=30)
-
-    async def _report_equivocation(self, rec: LeaseRecord, ev: L.ContractSendReportEquivocation,
-                                   outbox_id: int) -> None:
-        a, b = ev.a, ev.b
-        log.warning("reporting provider equivocation", extra={"lease_id": ev.lease_id, "seq": a.checkpoint.seq})
-        await self._fault(rec, outbox_id, "reportEquivocation", ev.lease_id,
-                          lambda k: self.escrow.report_equivocation(k, a.checkpoint, a.signature, b.checkpoint,
-                                                                    b.signature),
-                          f"equivocation:{ev.lease_id}:{a.checkpoint.seq}:{outbox_id}")

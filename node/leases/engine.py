@@ -27,6 +27,7 @@ from node.leases.chain_events import AdoptConsumerOpen, AdoptProviderLease, leas
 from node.leases.consumer import ConsumerDriver, NodeKeyLookup, NodeKeyRefresh, OfferLookup, error_reply
 from node.leases.dispatcher import Dispatcher
 from node.leases.effects import EffectRunner
+from node.leases.fault_effects import FaultEffects
 from node.leases.ports import ChainPort, Clock, EscrowPort, PeerTransport, TokenPort, wall_clock_ms
 from node.leases.provider import ProviderDriver
 from node.leases.reconnect import Reconnector
@@ -104,6 +105,7 @@ class LeaseEngine:
         self.store = self.dispatcher.store
         self.runner = EffectRunner(self.dispatcher, escrow, token, domain, self.tasks, on_capacity_change)
         self.dispatcher.bind(self.runner.run)
+        FaultEffects(self.runner)  # registers the fault-path handlers
         self.consumer = ConsumerDriver(
             self.dispatcher, self.runner, chain=chain, transport=transport, wallet_key=wallet_key,
             node_key=node_signing_key, domain=domain, config=config, offer_lookup=offer_lookup,
@@ -137,9 +139,14 @@ class LeaseEngine:
         """Resume stored leases and serve the lease protocol. The engine's two loops (timer ticks, settlement
         batches) run in its own task set, or, with ``run_loops=False``, wherever the caller runs ``loops()``
         (the node runs them in its task group, where their failure stops the node)."""
-        for rec in self.dispatcher.load():
+        loaded = self.dispatcher.load()
+        for rec in loaded:
             if rec.state.role is L.Role.CONSUMER and rec.state.ledger.pending_settlement is not None:
                 await self.dispatcher.apply(rec, L.NodeRestarted(self.clock()))
+        # Jobs that outlived the node are taken over before their leases are metered again (their first beat
+        # counts the job as running), and before the executor removes what else the previous run left behind.
+        await self.provider.reattach_jobs()
+        for rec in loaded:
             self.provider.resume(rec)
         registered = self.transport.set_handler(PROTOCOL_ID, self.on_lease_message)
         if registered is not None:  # on a running host: wait until libp2p serves the protocol
