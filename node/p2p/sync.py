@@ -9,7 +9,7 @@ pages, the requester closes it when done):
 
 Blobs are ordered by their sha256; the cursor is the hash of the last blob of the previous page, so offers
 added or removed between pages never make the requester skip an offer that was live throughout.
-The pure codec and the paging live here; the stream handling is in ``host``.
+The pure codec and the paging live here; the stream handling is in ``offer_sync``.
 """
 
 from __future__ import annotations

@@ -428,7 +428,7 @@ def swarm_blocks(node: P2PNode, peer_id: str) -> bool:
 
 
 def test_upstream_negative_peer_cache_unchanged() -> None:
-    """The block lifted in ``P2PHost.connect``: if an upgrade drops ``unblock_peer`` or the cache, revisit it."""
+    """The block lifted in ``Dialer.connect``: if an upgrade drops ``unblock_peer`` or the cache, revisit it."""
     from libp2p.network import swarm
 
     assert hasattr(swarm.Swarm, "unblock_peer") and swarm._NegativePeerCache()._ttl == 60.0
@@ -503,7 +503,7 @@ async def test_a_banned_peer_connects_again_once_the_ban_expires(make_node, runt
     await b.connect(a.listen_addrs[0])
     await wait_until(lambda: in_mesh(a), what="mesh before the ban")
     await ban_for_rejects(runtime, a, b.peer_id)
-    await wait_until(lambda: b.peer_id not in a.host._banned, timeout=20, what="the ban expiring")
+    await wait_until(lambda: b.peer_id not in a.host.guard.banned, timeout=20, what="the ban expiring")
 
     await b.connect(a.listen_addrs[0])
     await wait_until(lambda: connected(a, b), timeout=20, what="A accepting B again")
@@ -523,7 +523,7 @@ async def _both_apart(a: P2PNode, b: P2PNode) -> bool:
 
 
 def test_upstream_resource_manager_is_the_ban_gate_hook() -> None:
-    """``_BanGate`` is new_host's default resource manager plus a peer check in ``open_connection``: if an upgrade
+    """``BanGate`` is new_host's default resource manager plus a peer check in ``open_connection``: if an upgrade
     changes the factory's settings or the swarm stops asking ``open_connection`` with the peer id, revisit it."""
     import inspect
     import re

@@ -99,4 +99,4 @@ def test_the_check_sees_upward_imports(tmp_path: Path) -> None:
     found = imported_modules(src)
     assert {"node.chain.client", "node.market", "node.p2p.host"} <= found
     assert "node.crypto.eip712" in imported_modules(ROOT / "node" / "protocol" / "offers.py")
-    assert "node.p2p.sync" in imported_modules(ROOT / "node" / "p2p" / "host.py")  # `from . import sync`
+    assert "node.p2p.sync" in imported_modules(ROOT / "node" / "p2p" / "offer_sync.py")  # `from . import sync`

@@ -83,4 +83,4 @@ def test_a_validator_bug_is_an_ignore_without_penalty(market: Market, tmp_path: 
     host = P2PHost(P2PConfig(key_path=tmp_path / "node.key", topic="t"), market.validate)
     v = host.judge(offer_blob(1), "12D3KooWHonestPeer")
     assert (v.verdict, v.reason) == (Verdict.IGNORE, "validator_error")  # ... the host turns it into an IGNORE
-    assert host._rejects == {}
+    assert host.guard.rejects == {}

@@ -203,10 +203,10 @@ def test_judge_counts_each_message_once_and_penalises_only_rejects(tmp_path: Pat
     peer = "12D3KooWPeer"
     assert host.judge(b"ok", peer) is ACCEPTED
     assert host.judge(b"late", peer).verdict is Verdict.IGNORE
-    assert host._rejects == {}
+    assert host.guard.rejects == {}
     assert host.judge(b"junk", peer).verdict is Verdict.REJECT
     assert host.judge(b"x" * (host.config.gossip.max_message_bytes + 1), peer).reason == "oversize"
-    assert host._rejects == {peer: 2.0}
+    assert host.guard.rejects == {peer: 2.0}
     assert (counted(host, "accept", "ok"), counted(host, "ignore", "expired")) == (1, 1)
     assert (counted(host, "reject", "malformed"), counted(host, "reject", "oversize")) == (1, 1)
     assert host.metrics.verdict_counts() == {
@@ -227,11 +227,11 @@ def test_validator_that_fails_gives_ignore_no_penalty_and_an_error_log(
 
     host = make_host(tmp_path, validate)
     peer = "12D3KooWHonestPeer"
-    with caplog.at_level(logging.ERROR, logger="node.p2p.host"):
+    with caplog.at_level(logging.ERROR, logger="node.p2p.gossip_intake"):
         for _ in range(100):  # far above the ban threshold if these counted as REJECTs
             v = host.judge(b"anything", peer)
             assert (v.verdict, v.reason) == (Verdict.IGNORE, "validator_error")
-    assert host._rejects == {} and host._banned == {}
+    assert host.guard.rejects == {} and host.guard.banned == {}
     assert counted(host, "ignore", "validator_error") == 100
     assert counted(host, "reject", "validator_error") == 0
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
