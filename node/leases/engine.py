@@ -139,9 +139,14 @@ class LeaseEngine:
         """Resume stored leases and serve the lease protocol. The engine's two loops (timer ticks, settlement
         batches) run in its own task set, or, with ``run_loops=False``, wherever the caller runs ``loops()``
         (the node runs them in its task group, where their failure stops the node)."""
-        for rec in self.dispatcher.load():
+        loaded = self.dispatcher.load()
+        for rec in loaded:
             if rec.state.role is L.Role.CONSUMER and rec.state.ledger.pending_settlement is not None:
                 await self.dispatcher.apply(rec, L.NodeRestarted(self.clock()))
+        # Jobs that outlived the node are taken over before their leases are metered again (their first beat
+        # counts the job as running), and before the executor removes what else the previous run left behind.
+        await self.provider.reattach_jobs()
+        for rec in loaded:
             self.provider.resume(rec)
         registered = self.transport.set_handler(PROTOCOL_ID, self.on_lease_message)
         if registered is not None:  # on a running host: wait until libp2p serves the protocol

@@ -5,7 +5,7 @@ lease: one meter tick per heartbeat interval, then the outgoing queue flushed in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import nacl.signing
 from eth_utils import keccak
@@ -34,16 +34,26 @@ from node.protocol.lease_messages import (
     open_job_spec,
     utf8_tail,
 )
-from node.provider.executor import ExecJob, Executor, InvalidJob, JobHandle, JobOutcome, JobResources
+from node.protocol.lease_state import JobReattached
+from node.provider.executor import (
+    ExecJob,
+    Executor,
+    InvalidJob,
+    JobHandle,
+    JobOutcome,
+    JobResources,
+    ReattachingExecutor,
+)
 from node.provider.gpus import GpuDevice
-from node.provider.log_stream import LogStream
+from node.provider.log_stream import LogStream, resumed_first_seq
 from node.provider.metering import UsageSampler
 from node.types import LeaseId
 
 log = logging.getLogger(__name__)
 
 EXIT_UNKNOWN = -1  # the job could not be reaped: no exit status
-FAILED_PROVIDER_RESTARTED = "provider_restarted"  # the provider restarted while the job ran: it was ended
+FAILED_PROVIDER_RESTARTED = "provider_restarted"  # the provider restarted while the job ran and could not take it
+# over (its executor's jobs end with the node, or its container was gone): the job was ended
 
 
 class ProviderDriver:
@@ -78,13 +88,57 @@ class ProviderDriver:
                 and rec.state.status < L.LeaseStatus.FINALIZED for d in side.devices}
 
     def resume(self, rec: LeaseRecord) -> None:
-        """After a restart: serve a lease that is not over (metering resumes; the job itself did not survive)."""
+        """After a restart: serve a lease that is not over (metering resumes, with the job running when
+        :meth:`reattach_jobs` took it over)."""
         if rec.state.provider is not None and rec.state.status < L.LeaseStatus.FINALIZED:
             rec.serving = self.tasks.spawn(self._serve(rec))
 
+    async def reattach_jobs(self) -> list[int]:
+        """After a restart, before leases are served: take over the jobs that outlived the node. A lease still open
+        whose job was running gets its job back from the executor (container executor: a container still
+        running is followed again, one that exited meanwhile gives its real outcome); its output streams to the
+        consumer again, its end reaches the consumer as usual. Then every other container a previous run left
+        behind is removed. Executors whose jobs end with the node (process, simulated) take nothing over: those
+        jobs are ended by :meth:`end_lost_jobs`. Returns the leases whose jobs were taken over."""
+        executor = self.executor
+        if not isinstance(executor, ReattachingExecutor):
+            return []
+        taken: list[int] = []
+        for rec in list(self.dispatcher):
+            side = rec.state.provider
+            if (side is None or rec.job is not None or side.outcome is not None or side.job is not L.JobPhase.RUNNING
+                    or rec.state.status is not L.LeaseStatus.OPEN or side.peer is None):
+                continue
+            started = self.dispatcher.store.last_event(rec.lease_id, L.Role.PROVIDER.value, L.StartJob.__name__)
+            if not isinstance(started, L.StartJob):
+                continue
+            stream = LogStream(self._log_sender(rec.lease_id, side.peer), first_seq=resumed_first_seq(self.clock()))
+            try:
+                job = exec_job(started.job, consumer=rec.state.consumer)
+                devices = [d for d in self.devices if d.index in side.devices]
+                handle = await executor.reattach(LeaseId(rec.lease_id), job, devices, on_output=stream.feed)
+            except Exception as exc:  # the runtime failed: the job is treated as lost, as before
+                log.warning("cannot take over a job after a restart", extra={"lease_id": rec.lease_id,
+                                                                             "error": repr(exc)[:200]})
+                continue
+            if handle is None:
+                continue
+            stream.start()
+            rec.job = handle
+            await self.dispatcher.apply(rec, JobReattached())
+            self.tasks.spawn(self._watch(rec, handle, stream))
+            log.info("job taken over after a restart", extra={"lease_id": rec.lease_id})
+            taken.append(rec.lease_id)
+        try:
+            await executor.cleanup_orphans()
+        except Exception as exc:
+            log.error("cannot remove the jobs a previous run left behind", extra={"error": repr(exc)[:200]})
+        return taken
+
     async def end_lost_jobs(self) -> list[int]:
-        """After a restart: a job that was starting or running did not survive (its container, if any, was
-        removed as an orphan); its consumer is told with a job result whose failure says so. Returns the leases."""
+        """After a restart: a job that was starting or running and was not taken over (:meth:`reattach_jobs`) did
+        not survive (its container, if any, was removed as an orphan); its consumer is told with a job result whose
+        failure says so. Returns the leases."""
         ended = []
         for rec in list(self.dispatcher):
             side = rec.state.provider
@@ -182,7 +236,7 @@ class ProviderDriver:
             self.runner.done(outbox_id, "no job to start")  # replayed after a restart: the job did not survive
             return
         devices = [d for d in self.devices if d.index in ev.devices]
-        stream = LogStream(lambda seq, text, dropped: self._send_log(ev.lease_id, ev.peer, seq, text, dropped))
+        stream = LogStream(self._log_sender(ev.lease_id, ev.peer))
         try:
             job = exec_job(ev.job, consumer=rec.state.consumer)
             handle = await self.executor.start(LeaseId(ev.lease_id), job, devices, on_output=stream.feed)
@@ -195,6 +249,9 @@ class ProviderDriver:
         await self.dispatcher.apply(rec, L.JobStarted(ev.peer))
         self.runner.done(outbox_id)
         self.tasks.spawn(self._watch(rec, handle, stream))
+
+    def _log_sender(self, lid: int, peer: str) -> Callable[[int, str, int], Awaitable[bool]]:
+        return lambda seq, text, dropped: self._send_log(lid, peer, seq, text, dropped)
 
     async def _send_log(self, lid: int, peer: str, seq: int, text: str, dropped: int) -> bool:
         reply = await self.transport.request(peer, PROTOCOL_ID, encode_message(LogMessage(lid, seq, text, dropped)),

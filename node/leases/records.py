@@ -26,7 +26,7 @@ class LeaseNotFound(RecoverableError, KeyError):
 @dataclass(eq=False)
 class LeaseRecord:
     """One lease of this node (one per role). ``state`` is assigned only by the dispatcher; ``job`` and
-    ``serving`` are live objects of this run (a job does not survive a restart)."""
+    ``serving`` are live objects of this run (a restarted node may take a container job over again)."""
 
     state: L.LeaseState
     job: JobHandle | None = field(default=None, repr=False)

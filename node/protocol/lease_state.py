@@ -78,6 +78,7 @@ class Notice(enum.Enum):
     LIVENESS_RESOLVED = "liveness_resolved"  # the deadline passed unanswered: slashed and closed
     EQUIVOCATION_REPORTED = "equivocation_reported"
     FAULT_TX_FAILED = "fault_tx_failed"
+    JOB_REATTACHED = "job_reattached"  # provider: a restarted node took over the job still running
 
 
 # --------------------------------------------------------------------------------------------- configuration
@@ -567,6 +568,12 @@ class JobEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class JobReattached:
+    """Provider, at start: the executor took over the job a previous run of the node started, still running
+    (its container outlived the node). The job stays ``RUNNING``; metering and the lease go on as before."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReceiveAck:
     """Provider: the consumer acknowledged the first ``count`` queued messages."""
 
@@ -602,6 +609,7 @@ Change = (
     | JobStarted
     | JobStartFailed
     | JobEnded
+    | JobReattached
     | ReceiveAck
 )
 

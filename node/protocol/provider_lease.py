@@ -5,7 +5,8 @@ Rules, per change:
 * ``ReceiveJobSpec`` (opened and authenticated by the I/O layer): the first accepted spec moves the job to
   ``STARTING`` and emits ``StartJob``; a repeated spec changes nothing (idempotent). ``JobStarted`` /
   ``JobStartFailed`` report the executor's answer (a refused job may be sent again); ``JobEnded`` records the
-  outcome, which the next meter tick queues as the job result (once).
+  outcome, which the next meter tick queues as the job result (once). ``JobReattached`` (at start: the executor
+  took over a running job a previous run of the node started) keeps the job ``RUNNING`` and tells the operator.
 * ``ProviderTick`` (one heartbeat interval): accrue usage (only while the job runs), sign the next heartbeat and,
   when due, the next checkpoint; once the lease is closed on-chain, cut the final checkpoint and stop metering.
   Every message for the consumer goes to the ordered queue ``outq`` in the same state change that advances the
@@ -44,6 +45,7 @@ from node.protocol.lease_state import (
     Event,
     JobEnded,
     JobPhase,
+    JobReattached,
     JobStarted,
     JobStartFailed,
     LeaseConfig,
@@ -80,8 +82,8 @@ from node.protocol.meter import (
     update_lease_times,
 )
 
-PROVIDER_CHANGES = (ProviderTick, ReceiveJobSpec, JobStarted, JobStartFailed, JobEnded, ReceiveAck)
-ProviderChange = ProviderTick | ReceiveJobSpec | JobStarted | JobStartFailed | JobEnded | ReceiveAck
+PROVIDER_CHANGES = (ProviderTick, ReceiveJobSpec, JobStarted, JobStartFailed, JobEnded, JobReattached, ReceiveAck)
+ProviderChange = ProviderTick | ReceiveJobSpec | JobStarted | JobStartFailed | JobEnded | JobReattached | ReceiveAck
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +175,11 @@ def apply(state: LeaseState, change: ProviderChange, keys: ProviderKeys | None) 
         if side.outcome is not None:
             return state, []
         return _with(state, replace(side, job=JobPhase.ENDED, outcome=change.end)), []
+    if isinstance(change, JobReattached):
+        if side.job is not JobPhase.RUNNING or side.outcome is not None:
+            return state, []
+        return state, [NotifyUser(state.lease_id, Notice.JOB_REATTACHED,
+                                  "the job outlived a provider restart and was taken over; it goes on")]
     return _with(state, replace(side, outq=side.outq[max(0, change.count) :])), []
 
 

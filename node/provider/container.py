@@ -74,8 +74,15 @@ end of a read is held back (at most 3 bytes) and sent with the next chunk. The l
 ``max_output_bytes`` bytes and drops the leading continuation bytes of a character cut by that bound (at most
 3), so the tail of UTF-8 output always decodes; ``output_bytes`` counts everything.
 
-Orphans: :meth:`ContainerExecutor.cleanup_orphans` removes every container labelled with this node's id; the node
-calls it at start, before any lease runs (a crashed node's containers would otherwise outlive their leases).
+**Restarts**: a job's container does not depend on the node process, so it outlives a node that crashes or is
+killed. At start the node first takes over the jobs of the leases it still serves with
+:meth:`ContainerExecutor.reattach` (found by the labels ``gpunet.node`` and ``gpunet.lease``): a running container is
+followed again (output from then on, through a new attach stream: what it printed while no node was attached is
+not sent again; timeout counted from ``State.StartedAt``; OOM watch armed again from ``State.Pid``), one that
+exited meanwhile gives its outcome (exit code, OOM, the end of its log) at once; either way it is removed once
+the outcome is known. Then :meth:`ContainerExecutor.cleanup_orphans` removes every other container labelled with
+this node's id (a crashed node's containers would otherwise outlive their leases). :meth:`ContainerExecutor.close`
+(a clean stop) still stops the jobs it runs.
 
 Errors: :meth:`ContainerExecutor.start` raises :class:`~node.provider.executor.InvalidJob` (or its subclass
 :class:`ResourceBeyondCap`) for a job it refuses before doing anything; everything after is reported in the
@@ -87,6 +94,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 import re
@@ -528,6 +536,51 @@ class ContainerExecutor:
                 )
         return removed
 
+    async def reattach(
+        self,
+        lease_id: LeaseId,
+        job: ExecJob,
+        devices: Sequence[GpuDevice] = (),
+        *,
+        on_output: OutputCallback | None = None,
+    ) -> ContainerJob | None:
+        """Take over the job container of ``lease_id`` that a previous run of this node left behind (after a
+        crash or a kill), or ``None`` when there is none. Call at node start, before :meth:`cleanup_orphans`.
+
+        A container still running is followed as if this executor had started it: output from now on goes to
+        ``on_output`` (what it printed while no node was attached is not re-sent; it stays in the runtime's log),
+        the job's ``timeout_s`` counts from the container's own start (``State.StartedAt``), :meth:`ContainerJob.stop`
+        stops it, the OOM watch is armed again on its current pid, and its outcome (exit code, ``oom``,
+        ``timeout``, ``stopped``) and image digest come as from :meth:`start`. A container that has already exited
+        gives its outcome at once (exit code, ``oom``, the end of its log as the tail). Either way the container
+        is removed once its outcome is known."""
+        node = self.settings.node_id
+        owned = {j.container_id for j in self._jobs}
+        found = await self._docker.containers.list(
+            all=True, filters={"label": [f"{LABEL_NODE}={node}", f"{LABEL_LEASE}={int(lease_id)}"]})
+        candidates = []
+        for c in found:
+            if c.id in owned:
+                continue
+            info = await self._docker.containers.container(c.id).show()
+            state = info.get("State") or {}
+            candidates.append((bool(state.get("Running")), str(state.get("StartedAt") or ""), c.id, info))
+        if not candidates:
+            return None
+        candidates.sort(key=lambda c: (c[0], c[1]))  # the running one, else the one started last
+        running, _, container_id, info = candidates[-1]
+        config = info.get("Config") or {}
+        image = str(config.get("Image") or info.get("ImageName") or job.image or "")
+        handle = ReattachedJob(self, lease_id, job, image, None, tuple(devices),
+                               OutputSink(job.max_output_bytes, on_output, self.settings.callback_timeout_s))
+        handle.container_id = container_id
+        self._jobs.add(handle)
+        handle._result = asyncio.ensure_future(handle._run())
+        handle._result.add_done_callback(lambda _: self._jobs.discard(handle))
+        log.info("re-attaching to a job container" if running else "collecting a job container that ended",
+                 extra={"lease_id": lease_id, "container": container_id[:12]})
+        return handle
+
     async def ensure_private_network(self) -> str:
         """The internal network of jobs that declare ports, created when missing."""
         name = self.settings.private_network
@@ -678,7 +731,7 @@ class ContainerJob:
     """One job's container. Created by :meth:`ContainerExecutor.start`; ``wait()``/``stop()`` as every job."""
 
     def __init__(self, executor: ContainerExecutor, lease_id: LeaseId, job: ExecJob, image: str,
-                 resources: ResolvedResources, devices: tuple[GpuDevice, ...], sink: OutputSink) -> None:
+                 resources: ResolvedResources | None, devices: tuple[GpuDevice, ...], sink: OutputSink) -> None:
         self._executor = executor
         self._docker = executor.docker
         self._settings = executor.settings
@@ -754,8 +807,9 @@ class ContainerJob:
             return self._outcome(began, failure=FAILED_IMAGE_PULL, error=f"cannot pull image {self.image}: {exc}")
         if not allowed_by_name(self.image, allowed) and not allowed_by_digest(image, allowed):
             return self._refused(began)
-        digest = next(iter(image.get("RepoDigests") or ()), None) or image.get("Id")
+        digest = image_digest(image)
         volumes = sorted((image.get("Config") or {}).get("Volumes") or {})
+        assert self.resources is not None, "a job the executor starts has its resources resolved"
         config = self._executor.container_config(self.lease_id, self.job, self.image, self.resources,
                                                  self.devices, volumes)
         name = f"gpunet-{self._settings.node_id}-{self.lease_id}-{secrets.token_hex(4)}"
@@ -836,37 +890,43 @@ class ContainerJob:
             oom = OomWatch.for_pid(int((state.get("State") or {}).get("Pid") or 0))
             log.info("job container started", extra={"lease_id": self.lease_id, "container": container.id[:12],
                                                       "image": digest})
-            pump = asyncio.ensure_future(self._pump(stream))
-            exited = asyncio.ensure_future(container.wait())
-            stop = asyncio.ensure_future(self._stop_requested.wait())
-            killed: str | None = None
-            try:
-                deadline = started + self.job.timeout_s
-                await asyncio.wait({exited, stop}, timeout=max(0.0, deadline - self._clock()),
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if not exited.done():
-                    killed = KILLED_STOPPED if stop.done() else KILLED_TIMEOUT
-                    await self._terminate(container, exited)
-                ended = self._clock()
-                await asyncio.wait({pump}, timeout=2.0)
-            finally:
-                for task in (pump, stop, exited):
-                    if not task.done():
-                        task.cancel()
-                oom_seen = oom.close() if oom is not None else False
-            await self._sink.close()
-            state = (await container.show()).get("State") or {}
-            exit_code = state.get("ExitCode")
-            if killed is None and (state.get("OOMKilled") or oom_seen):
-                killed = KILLED_OOM
-            outcome = self._outcome(began, exit_code=exit_code, killed=killed, digest=digest)
-            outcome = _replace_duration(outcome, ended - started)
-            log.info("job container ended", extra={"lease_id": self.lease_id, "exit_code": exit_code,
-                                                   "killed_reason": killed, "duration_s": round(ended - started, 3)})
-            return outcome
+            return await self._follow(container, stream, began, started, digest, oom)
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
+
+    async def _follow(self, container: Any, stream: Any, began: float, started: float, digest: str | None,
+                      oom: OomWatch | None) -> JobOutcome:
+        """Stream the running container's output until it exits or is stopped (timeout counted from
+        ``started``), then read how it ended."""
+        pump = asyncio.ensure_future(self._pump(stream))
+        exited = asyncio.ensure_future(container.wait())
+        stop = asyncio.ensure_future(self._stop_requested.wait())
+        killed: str | None = None
+        try:
+            deadline = started + self.job.timeout_s
+            await asyncio.wait({exited, stop}, timeout=max(0.0, deadline - self._clock()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                killed = KILLED_STOPPED if stop.done() else KILLED_TIMEOUT
+                await self._terminate(container, exited)
+            ended = self._clock()
+            await asyncio.wait({pump}, timeout=2.0)
+        finally:
+            for task in (pump, stop, exited):
+                if not task.done():
+                    task.cancel()
+            oom_seen = oom.close() if oom is not None else False
+        await self._sink.close()
+        state = (await container.show()).get("State") or {}
+        exit_code = state.get("ExitCode")
+        if killed is None and (state.get("OOMKilled") or oom_seen):
+            killed = KILLED_OOM
+        outcome = self._outcome(began, exit_code=exit_code, killed=killed, digest=digest)
+        outcome = _replace_duration(outcome, ended - started)
+        log.info("job container ended", extra={"lease_id": self.lease_id, "exit_code": exit_code,
+                                               "killed_reason": killed, "duration_s": round(ended - started, 3)})
+        return outcome
 
     async def _pump(self, stream: Any) -> None:
         while (message := await stream.read_out()) is not None:
@@ -889,6 +949,95 @@ class ContainerJob:
             if exc.status != 404:
                 log.error("cannot remove a job container", extra={"container": container.id[:12],
                                                                    "reason": str(exc.message)})
+
+
+class ReattachedJob(ContainerJob):
+    """A job container a previous run of the node started, taken over by :meth:`ContainerExecutor.reattach`."""
+
+    async def _run(self) -> JobOutcome:
+        began = self._clock()
+        assert self.container_id is not None
+        container = self._docker.containers.container(self.container_id)
+        digest: str | None = None
+        try:
+            info = await container.show()
+            digest = await self._image_digest(info)
+            state = info.get("State") or {}
+            started = self._clock() - _age_s(state.get("StartedAt"))
+            if state.get("Running"):
+                outcome = await self._resume(container, state, began, started, digest)
+                if outcome is not None:
+                    return outcome
+                state = (await container.show()).get("State") or {}
+            return await self._ended_away(container, state, began, started, digest)
+        except (DockerError, OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("re-attached job container failed", extra={"lease_id": self.lease_id, "reason": repr(exc)})
+            return self._outcome(began, digest=digest, error=f"container runtime error: {exc!r}")
+        finally:
+            await asyncio.shield(self._remove(container))
+
+    async def _image_digest(self, info: Mapping[str, Any]) -> str | None:
+        for ref in (info.get("Image"), (info.get("Config") or {}).get("Image")):
+            if ref:
+                with contextlib.suppress(DockerError):
+                    return image_digest(await self._docker.images.inspect(str(ref)))
+        return None
+
+    async def _resume(self, container: Any, state: Mapping[str, Any], began: float, started: float,
+                      digest: str | None) -> JobOutcome | None:
+        """Follow the running container; ``None`` when it exited before it could be attached to."""
+        stream = container.attach(stdout=True, stderr=True, logs=False)
+        try:
+            try:
+                await stream.__aenter__()
+            except DockerError as exc:
+                log.info("cannot attach to the job container again", extra={"lease_id": self.lease_id,
+                                                                            "reason": str(exc.message)})
+                return None
+            self.started.set()
+            oom = OomWatch.for_pid(int(state.get("Pid") or 0))
+            log.info("job container re-attached", extra={"lease_id": self.lease_id,
+                                                         "container": container.id[:12], "image": digest,
+                                                         "running_s": round(self._clock() - started, 3)})
+            return await self._follow(container, stream, began, started, digest, oom)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+
+    async def _ended_away(self, container: Any, state: Mapping[str, Any], began: float, started: float,
+                          digest: str | None) -> JobOutcome:
+        """The container exited while no node watched it: its exit status, and the end of its log as the tail
+        (nothing is sent to ``on_output``: that output was never streamed live)."""
+        self.started.set()
+        lines = await container.log(stdout=True, stderr=True, tail=max(1, self.job.max_output_bytes // 16))
+        text = "".join(lines).encode("utf-8", "replace")
+        exit_code = state.get("ExitCode")
+        killed = KILLED_OOM if state.get("OOMKilled") else None
+        ran = _age_s(state.get("StartedAt")) - _age_s(state.get("FinishedAt"))
+        log.info("job container ended while the node was away", extra={"lease_id": self.lease_id,
+                                                                      "exit_code": exit_code, "killed_reason": killed})
+        return JobOutcome(exit_code=exit_code, log_tail=utf8_tail(text, self.job.max_output_bytes),
+                          duration_s=max(0.0, ran), simulated=False, killed_reason=killed,
+                          output_bytes=len(text), image_digest=digest)
+
+
+def image_digest(image: Mapping[str, Any]) -> str | None:
+    """The digest a job's image is reported by: its first repository digest, else its image id."""
+    return next(iter(image.get("RepoDigests") or ()), None) or image.get("Id")
+
+
+def _age_s(stamp: object) -> float:
+    """Seconds since an RFC 3339 time of the runtime (``2024-05-01T10:00:00.123456789Z``); 0 when unknown."""
+    if not isinstance(stamp, str) or not stamp or stamp.startswith("0001-"):
+        return 0.0
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$", stamp.strip())
+    if m is None:
+        return 0.0
+    zone = m.group(3) or "Z"
+    zone = "+00:00" if zone == "Z" else zone
+    parsed = datetime.datetime.fromisoformat(f"{m.group(1)}{zone}")
+    when = parsed.timestamp() + float(f"0.{m.group(2) or 0}")
+    return max(0.0, time.time() - when)
 
 
 class _PullFailed(Exception):

@@ -47,6 +47,9 @@ devices; the returned :class:`JobHandle` says when the job ends (:class:`JobOutc
 * :class:`SimulatedExecutor` runs nothing: it reports a synthetic outcome (``simulated=True``) after a
   configured duration, with an injectable sleep and clock for tests.
 
+Only the container executor can take over a job a previous run of the node started
+(:class:`ReattachingExecutor`); the jobs of the other two end with the node.
+
 Errors: :meth:`Executor.start` raises :class:`InvalidJob` (recoverable, a ``ValueError``) for a job it refuses
 before doing anything. Everything that happens once the job is accepted, including a command that does not
 exist, is reported in the :class:`JobOutcome`, never raised.
@@ -70,7 +73,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from node.errors import RecoverableError
 from node.provider.gpus import GpuDevice
@@ -250,6 +253,29 @@ class Executor(Protocol):
         *,
         on_output: OutputCallback | None = None,
     ) -> JobHandle: ...
+
+
+@runtime_checkable
+class ReattachingExecutor(Executor, Protocol):
+    """An executor whose jobs can outlive the node (the container executor): at start the node takes over the
+    jobs of the leases it still serves (:meth:`reattach`), then removes what else a previous run left behind
+    (:meth:`cleanup_orphans`). The process and simulated executors are not: their jobs end with the node, and a
+    restarted node reports those jobs as ended by the restart."""
+
+    async def reattach(
+        self,
+        lease_id: LeaseId,
+        job: ExecJob,
+        devices: Sequence[GpuDevice] = (),
+        *,
+        on_output: OutputCallback | None = None,
+    ) -> JobHandle | None:
+        """The job of ``lease_id`` a previous run started, followed from now on; ``None`` when there is none."""
+        ...
+
+    async def cleanup_orphans(self) -> Sequence[object]:
+        """Remove the jobs a previous run left behind that were not re-attached."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

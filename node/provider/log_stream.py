@@ -41,9 +41,21 @@ def cut_utf8(text: str, max_bytes: int) -> tuple[str, str]:
     return head, text[len(head):]
 
 
+def resumed_first_seq(now_ms: int) -> int:
+    """The first ``seq`` of a job's output once a restarted provider took the job over: ``unix seconds << 20``.
+
+    The consumer keeps the first chunk of each seq, so a resumed stream must not reuse one, and the provider does
+    not store what it sent. A run of the node sends far fewer than 2**20 chunks per second it runs (each waits
+    for the previous one's ack), so every seq it used lies below the next run's start; the values stay below
+    2**53 (exact as JSON numbers everywhere). A wall clock set back between two runs can make chunks collide
+    (the consumer then keeps the earlier one): output is best-effort."""
+    return (max(0, now_ms) // 1000) << 20
+
+
 class LogStream:
     def __init__(self, send: Send, *, max_buffered: int = MAX_BUFFERED_BYTES,
-                 rate_bytes_per_s: float = DEFAULT_RATE_BYTES_PER_S, chunk_bytes: int = MAX_LOG_CHUNK_BYTES) -> None:
+                 rate_bytes_per_s: float = DEFAULT_RATE_BYTES_PER_S, chunk_bytes: int = MAX_LOG_CHUNK_BYTES,
+                 first_seq: int = 0) -> None:
         self._send = send
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._parts: list[str] = []
@@ -52,7 +64,7 @@ class LogStream:
         self._rate = rate_bytes_per_s
         self._chunk = chunk_bytes
         self._dropped = 0
-        self._seq = 0
+        self._seq = first_seq
         self._wake = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None

@@ -3,8 +3,11 @@
 ``executor = "container"``: the Docker Engine API on ``container_socket`` (or the first socket that answers of
 :data:`SOCKET_CANDIDATES`); the node checks the runtime at start and logs what it found (engine, versions, OCI
 runtime, cgroups, GPU integration), or refuses to start saying what it tried. Containers a previous run left
-behind are removed before any lease runs. ``"process"`` runs jobs as host processes (remote consumers only with
-``allow_unsafe_process_executor``); ``"simulated"`` runs nothing (demos, tests).
+behind are dealt with when the lease engine starts, before any lease is served: the jobs of leases the node still
+serves are taken over (:meth:`~node.provider.container.ContainerExecutor.reattach`), the rest removed
+(:meth:`~node.provider.container.ContainerExecutor.cleanup_orphans`). ``"process"`` runs jobs as host
+processes (remote consumers only with ``allow_unsafe_process_executor``); ``"simulated"`` runs nothing (demos,
+tests).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ class ExecutorChoice:
     executor: Any
     kind: str  # process | simulated | container
     description: str  # what was found, for the log and the status page
-    orphans: tuple[int, ...] = ()  # leases whose containers a previous run left behind (removed)
 
 
 def container_settings(pc: ProviderConfig, node_id: str) -> ContainerSettings:
@@ -82,13 +84,11 @@ async def choose_executor(pc: ProviderConfig, data_dir: Path, node_id: str) -> E
         executor = await ContainerExecutor.connect(socket, container_settings(pc, node_id))
     except ContainerRuntimeUnavailable as exc:
         raise ConfigError(str(exc)) from exc
-    orphans = await executor.cleanup_orphans()
     missing = executor.runtime.gpu_missing(executor.settings.gpu_mode)
     description = f"container executor on unix://{socket}: {executor.runtime.describe()}"
     if missing:
         description += f"; no GPUs for containers: {missing}"
-    return ExecutorChoice(executor, "container", description,
-                          tuple(o.lease_id for o in orphans if o.lease_id is not None))
+    return ExecutorChoice(executor, "container", description)
 
 
 def node_id_of(peer_id: str) -> str:

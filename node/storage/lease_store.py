@@ -112,6 +112,13 @@ class LeaseStore(Generic[R]):
                 for r in self.db.query("SELECT id, lease_id, role, event FROM lease_outbox WHERE done = 0 "
                                        "ORDER BY id")]
 
+    def last_event(self, lease_id: int, role: str, event_type: str) -> Any | None:
+        """The newest outbox event of class ``event_type`` of a lease, carried out or not (``None``: none)."""
+        rows = self.db.query("SELECT event FROM lease_outbox WHERE lease_id = ? AND role = ? "
+                             "AND json_extract(event, '$.type') = ? ORDER BY id DESC LIMIT 1",
+                             (lease_id, role, event_type))
+        return codec.loads_tagged(rows[0]["event"], self.event_types) if rows else None
+
     def is_pending(self, outbox_id: int) -> bool:
         """Whether the outbox event is still to be carried out."""
         rows = self.db.query("SELECT done FROM lease_outbox WHERE id = ?", (outbox_id,))

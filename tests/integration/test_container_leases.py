@@ -3,7 +3,8 @@
 The consumer's job spec (version 2) names a busybox image built locally; the provider runs it with the container
 executor, streams its output over the lease stream while it runs, and reports the image digest it ran. A job
 beyond a cap and an image that is not allowed reach the consumer as distinct outcomes; a provider killed while
-its container runs removes the orphan at its next start and tells the consumer the job ended.
+its containers run takes them over at its next start: a job still running goes on (its output streams again, its
+real end reaches the consumer), one that ended meanwhile reports its real exit status.
 """
 
 from __future__ import annotations
@@ -221,7 +222,26 @@ def _job_containers(podman: PodmanService) -> list[str]:
     return [line for line in out.stdout.split() if line]
 
 
-async def test_provider_killed_with_a_running_container_removes_the_orphan_and_tells_the_consumer(
+def _state_of_lease_container(podman: PodmanService, lid: int) -> str:
+    """``running``, ``exited``, ... of the lease's job container; "" when there is none."""
+    cid = podman.podman("ps", "-a", "--filter", f"label=gpunet.lease={lid}", "--format", "{{.ID}}").stdout.strip()
+    if not cid:
+        return ""
+    return podman.podman("inspect", "--format", "{{.State.Status}}", cid).stdout.strip()
+
+
+def _tell_to_stop(podman: PodmanService, lid: int) -> None:
+    cid = podman.podman("ps", "--filter", f"label=gpunet.lease={lid}", "--format", "{{.ID}}").stdout.strip()
+    done = podman.podman("exec", cid, "touch", "/tmp/stop")
+    assert done.returncode == 0, done.stderr
+
+
+def _ticks(consumer: Node, lid: int) -> list[int]:
+    text = "".join(c.text for c in consumer.engine.store.logs(lid, -1, 10_000))
+    return [int(word[5:]) for word in text.split() if word.startswith("tick-")]
+
+
+async def test_provider_killed_while_jobs_run_takes_them_over_at_restart_and_the_consumer_sees_them_through(
         nodes, devnet, podman_service):  # noqa: F811
     data_dir = Path(devnet.tmp) / "cp4"
     data_dir.mkdir()
@@ -233,23 +253,47 @@ async def test_provider_killed_with_a_running_container_removes_the_orphan_and_t
         info = await until(lambda: _info(data_dir, t0), 60, "the provider node to start")
         consumer = await nodes("consumer", account=CONSUMER, bootstrap=(info["addrs"][0],))
         offer = await offer_of(consumer, info["address"])
-        lid = await open_lease(consumer, offer, container_job("echo started; sleep 300"))
-        await until(lambda: any("started" in c.text for c in consumer.engine.store.logs(lid)), 60,
-                    "the job to run in its container")
-        assert len(_job_containers(podman_service)) == 1
+        # runs until told to stop (a file in its scratch), printing a counter
+        long = await open_lease(consumer, offer, container_job(
+            "i=0; while [ ! -e /tmp/stop ]; do echo tick-$i; i=$((i+1)); sleep 0.3; done; echo bye; exit 3"))
+        # ends by itself once the provider is down
+        short = await open_lease(consumer, offer, container_job(
+            "echo started; while [ ! -e /tmp/stop ]; do sleep 0.2; done; echo b-done; exit 7"))
+        await until(lambda: len(_ticks(consumer, long)) > 2, 60, "the long job to run in its container")
+        await until(lambda: any("started" in c.text for c in consumer.engine.store.logs(short)), 60,
+                    "the short job to run in its container")
+        assert sorted(_state_of_lease_container(podman_service, lid) for lid in (long, short)) == ["running"] * 2
+        beats = consumer.lease(long)["heartbeats"]
 
-        os.killpg(proc.pid, signal.SIGKILL)  # a crash: the container outlives the node
+        os.killpg(proc.pid, signal.SIGKILL)  # a crash: the containers outlive the node
         proc.wait(timeout=10)
-        assert len(_job_containers(podman_service)) == 1
+        last_seen = max(_ticks(consumer, long))
+        _tell_to_stop(podman_service, short)
+        await until(lambda: _state_of_lease_container(podman_service, short) == "exited", 30,
+                    "the short job to end while the provider is down")
+        assert _state_of_lease_container(podman_service, long) == "running"
+
         t1 = time.time()
         proc = _start_provider(cfg, log)
         await until(lambda: _info(data_dir, t1), 60, "the provider node to start again")
-        assert _job_containers(podman_service) == []  # removed at start, before any lease runs
-        result = await until(lambda: (consumer.lease(lid) or {}).get("job_result"), 60,
-                             "the consumer to be told the job ended")
-        assert result["failure"] == "provider_restarted"
-        assert consumer.lease(lid)["status"] == "OPEN"
-        await consumer.close_lease(lid)
+        # the job that ended meanwhile: its real exit status, not "provider_restarted"
+        ended = await until(lambda: (consumer.lease(short) or {}).get("job_result"), 60, "the short job's result")
+        assert ended["failure"] is None and ended["exit_code"] == 7 and ended["log_tail"].endswith("b-done\n")
+        # the job still running was taken over: its output after the restart arrives live, the lease goes on
+        await until(lambda: max(_ticks(consumer, long), default=-1) > last_seen + 5, 60,
+                    "output printed after the restart")
+        assert consumer.lease(long).get("job_result") is None
+        assert _state_of_lease_container(podman_service, long) == "running"
+        await until(lambda: consumer.lease(long)["heartbeats"] > beats + 2, 30, "heartbeats after the restart")
+        _tell_to_stop(podman_service, long)
+        result = await until(lambda: (consumer.lease(long) or {}).get("job_result"), 60, "the long job's result")
+        assert result["exit_code"] == 3 and result["failure"] is None and result["log_tail"].endswith("bye\n")
+        assert result["image_digest"].startswith("localhost/gpunet-test/busybox@sha256:")
+        view = consumer.lease(long)
+        assert view["status"] == "OPEN" and view["rejected_checkpoints"] == 0
+        await until(lambda: _job_containers(podman_service) == [], 30, "the ended jobs' containers to be removed")
+        for lid in (long, short):
+            await consumer.close_lease(lid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,6 +63,19 @@ SIM_GPUS = (GpuDevice(0, "SIM-0-H100", "H100", 81920, True),)
 
 
 # --- pure parts ---------------------------------------------------------------------------------------------
+
+
+def test_runtime_times_are_read_with_their_zone_and_fraction() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from node.provider.container import _age_s
+
+    ten_ago = datetime.now(UTC) - timedelta(seconds=10)
+    for stamp in (ten_ago.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z",  # nanoseconds, as the runtimes write them
+                  ten_ago.strftime("%Y-%m-%dT%H:%M:%S.%f") + "+00:00",
+                  (ten_ago + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S") + "+02:00"):
+        assert 9.0 < _age_s(stamp) < 12.0, stamp
+    assert _age_s("0001-01-01T00:00:00Z") == _age_s("") == _age_s(None) == _age_s("garbage") == 0.0
 
 
 def test_exec_job_keeps_working_without_container_fields() -> None:
@@ -490,6 +504,105 @@ async def test_orphans_of_this_node_are_removed_and_others_kept(executor: Contai
         assert [o.lease_id for o in removed] == [3]
         assert await executor.job_containers() == []
         assert len(await executor.job_containers(other)) == 1
+    finally:
+        podman_service.podman("rm", "-f", "-t", "0", *names)
+
+
+# A node that starts one job and is then killed (SIGKILL: nothing of it runs after, its container is untouched).
+_DOOMED_NODE = """
+import asyncio, sys
+from node.provider.container import ContainerExecutor, ContainerSettings
+from node.provider.executor import ExecJob, JobResources
+from node.types import LeaseId
+
+async def main():
+    sock, node_id, image, lease, script = sys.argv[1:6]
+    small = JobResources(memory_bytes=64 << 20, cpus=1.0, shm_bytes=16 << 20, scratch_bytes=8 << 20)
+    ex = await ContainerExecutor.connect(sock, ContainerSettings(node_id=node_id, default_image=image,
+                                                                 defaults=small, stop_grace_s=1))
+    handle = await ex.start(LeaseId(int(lease)), ExecJob(["sh", "-c", script], timeout_s=60), [])
+    await handle.started.wait()
+    print("started", handle.container_id, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def _labelled_container(podman: PodmanService, lease: int, *command: str) -> str:
+    name = f"left-{NODE_ID}-{lease}"
+    created = podman.podman(
+        "run", "-d", "--name", name, "--label", f"{LABEL_NODE}={NODE_ID}", "--label", f"{LABEL_LEASE}={lease}",
+        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", podman.image, *command)
+    assert created.returncode == 0, created.stderr
+    return name
+
+
+async def test_a_job_outlives_a_killed_node_and_a_new_executor_reattaches_to_it(
+        executor: ContainerExecutor, podman_service: PodmanService) -> None:  # noqa: F811
+    script = "i=0; while [ $i -lt 25 ]; do echo tick-$i; i=$((i+1)); sleep 0.2; done; exit 3"
+    node = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _DOOMED_NODE, str(podman_service.socket_path), NODE_ID, podman_service.image, "21",
+        script, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert node.stdout is not None
+        line = await asyncio.wait_for(node.stdout.readline(), 60)
+        assert line.startswith(b"started "), line
+    finally:
+        node.kill()
+        await node.wait()
+    container_id = line.split()[1].decode()
+    other = _labelled_container(podman_service, 22, "sleep", "300")  # a lease this node no longer serves
+    try:
+        assert await executor.reattach(LeaseId(20), job("true")) is None  # no container of that lease
+
+        chunks: list[bytes] = []
+
+        async def on_output(data: bytes) -> None:
+            chunks.append(data)
+
+        handle = await executor.reattach(LeaseId(21), job(script, timeout_s=60), on_output=on_output)
+        assert handle is not None and handle.container_id == container_id
+        await asyncio.wait_for(handle.started.wait(), 10)
+        assert handle.running
+        removed = await executor.cleanup_orphans()  # after the re-attach: only the other lease's container goes
+        assert [o.lease_id for o in removed] == [22] and removed[0].container_id != container_id
+
+        outcome = await asyncio.wait_for(handle.wait(), 30)
+        assert outcome.exit_code == 3 and outcome.killed_reason is None and outcome.error is None
+        assert outcome.failure is None and outcome.image_digest and outcome.image_digest.startswith(
+            "localhost/gpunet-test/busybox@sha256:")
+        assert outcome.duration_s >= 4.0  # counted from the container's own start
+        lines = b"".join(chunks).decode().split()
+        assert "tick-24" in lines  # output printed after the re-attach reaches the callback...
+        assert "tick-0" not in lines  # ...what it printed before is not sent again
+        assert lines == [f"tick-{i}" for i in range(25 - len(lines), 25)]  # in order, none lost after attaching
+        assert outcome.log_tail.decode().split() == lines
+    finally:
+        podman_service.podman("rm", "-f", "-t", "0", other)
+
+
+async def test_a_reattached_job_keeps_its_timeout_from_its_start_and_a_job_ended_meanwhile_reports_its_exit(
+        executor: ContainerExecutor, podman_service: PodmanService) -> None:  # noqa: F811
+    names = [_labelled_container(podman_service, 23, "sh", "-c", "echo bye; exit 5"),
+             _labelled_container(podman_service, 24, "sleep", "300")]
+    try:
+        for _ in range(100):  # the first has exited
+            state = podman_service.podman("inspect", "--format", "{{.State.Status}}", names[0]).stdout.strip()
+            if state == "exited":
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.2)
+        ended = await executor.reattach(LeaseId(23), job("x"))
+        assert ended is not None
+        outcome = await asyncio.wait_for(ended.wait(), 30)
+        assert outcome.exit_code == 5 and outcome.killed_reason is None and outcome.log_tail == b"bye\n"
+
+        late = await executor.reattach(LeaseId(24), job("sleep 300", timeout_s=1))
+        assert late is not None
+        outcome = await asyncio.wait_for(late.wait(), 30)  # its 1 s had passed before it was re-attached
+        assert outcome.killed_reason == KILLED_TIMEOUT and outcome.duration_s >= 1.0
+        assert await executor.job_containers() == []  # both removed once their outcome was known
     finally:
         podman_service.podman("rm", "-f", "-t", "0", *names)
 
