@@ -180,8 +180,8 @@ class LeaseSide:
 
 async def build_lease_side(cfg: NodeConfig, data_dir: Path, db: Database, wallet_key: bytes, node_key: SigningKey,
                            c: ChainParts, m: MarketParts, p2p: P2PNode, sup: Supervisor) -> LeaseSide:
-    """The publisher and the lease engine (not started); a provider's executor is checked, and a previous run's
-    containers removed, first."""
+    """The publisher and the lease engine (not started); a provider's executor is checked first. A previous run's
+    containers are the engine's at its start: re-attached to their leases, or removed."""
     devices = tuple(inventory(cfg.provider.declared_gpus)) if cfg.provider.enabled else ()
     publisher = OfferPublisher(
         config=cfg.provider, wallet_key=wallet_key, address=c.chain.address or "", domain=c.domain, devices=devices,
