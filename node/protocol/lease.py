@@ -760,7 +760,8 @@ def _on_liveness_resolved(state: LeaseState, c: ContractReceiveLivenessResolved)
     if c.lease_id != state.lease_id or (f.challenge_deadline == 0 and f.resolve_sent is False and f.slashed > 0):
         return state, []
     why = f"the provider missed the liveness deadline: {c.slashed} of its collateral slashed, lease closed"
-    state = _faults(state, challenge_deadline=0, slashed=f.slashed + c.slashed, reason=why)
+    # resolve_sent is cleared with the challenge, so that this log read again is seen as a replay
+    state = _faults(state, challenge_deadline=0, resolve_sent=False, slashed=f.slashed + c.slashed, reason=why)
     if state.close_reason is None:
         state = replace(state, close_reason=CloseReason.LIVENESS_SLASHED)
     return state, [NotifyUser(state.lease_id, Notice.LIVENESS_RESOLVED, why)]
