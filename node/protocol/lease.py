@@ -526,6 +526,11 @@ def _finalize_after_window(state: LeaseState) -> Result:
 # ``ContractReceiveFaultTxFailed`` (sent again after ``fault_retry_ms`` when it still applies).
 
 
+#: After a failed liveness answer, the wait before the next one (shorter than other fault retries: the answer has a
+#: deadline, and a missed one is slashed).
+ANSWER_RETRY_MS = 1_000
+
+
 def _faults(state: LeaseState, **changes: object) -> LeaseState:
     return replace(state, faults=replace(state.faults, **changes))  # type: ignore[arg-type]
 
@@ -645,7 +650,8 @@ def _answer_pending_challenge(state: LeaseState) -> Result:
     """Provider: answer a pending challenge not answered yet (also right after a restart)."""
     f = state.faults
     if (state.role is not Role.PROVIDER or f.challenge_deadline == 0 or f.answered_deadline == f.challenge_deadline
-            or _now_s(state) >= f.challenge_deadline or state.status != LeaseStatus.OPEN):
+            or _now_s(state) >= f.challenge_deadline or state.status != LeaseStatus.OPEN
+            or state.now_ms < f.retry_after_ms):
         return state, []
     state = _faults(state, answered_deadline=f.challenge_deadline,
                     reason=f"answering the liveness challenge due {f.challenge_deadline}")
@@ -815,8 +821,11 @@ def _on_fault_tx_failed(state: LeaseState, c: ContractReceiveFaultTxFailed) -> R
         changes["resolve_sent"] = False
         if "LeaseEscrow_NoChallenge" in c.reason or "LeaseEscrow_LeaseNotOpen" in c.reason:
             changes["challenge_deadline"] = 0
-    elif c.kind == "answer" and "LeaseEscrow_NoChallenge" in c.reason:
-        changes["challenge_deadline"] = 0  # answered already (our earlier answer, replayed)
+    elif c.kind == "answer":
+        if "LeaseEscrow_NoChallenge" in c.reason:
+            changes["challenge_deadline"] = 0  # answered already (our earlier answer, replayed)
+        else:  # sent again soon while the deadline has not passed: a missed answer is slashed
+            changes.update(answered_deadline=0, retry_after_ms=state.now_ms + ANSWER_RETRY_MS)
     elif c.kind == "reportEquivocation" and not any(
             e in c.reason for e in ("LeaseEscrow_NothingToSlash", "LeaseEscrow_LeaseFinalized")):
         changes["equivocation_sent"] = False

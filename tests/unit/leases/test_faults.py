@@ -25,6 +25,7 @@ from .fakes import (
     PROVIDER,
     PROVIDER_NODE,
     PROVIDER_WALLET,
+    FakeWallet,
     World,
     peer_of,
     quiesce,
@@ -360,3 +361,42 @@ async def test_a_close_deferred_by_a_dead_endpoint_is_sent_once_it_answers_witho
     retries = runner.deferred_retries
     await asyncio.sleep(0.2)
     assert runner.deferred_retries == retries  # done: nothing tried again
+
+
+async def test_a_failed_liveness_answer_is_sent_again_before_the_deadline(tmp_path, monkeypatch):
+    """An answer that fails for a reason that is no race (here: a revert the node cannot explain) used to be given
+    up for good, and the provider was slashed at the deadline."""
+    calls: list[str] = []
+    real = FakeWallet.answer_liveness
+
+    async def failing_once(self: FakeWallet, key: str, lease_id: int) -> object:
+        calls.append(key)
+        if len(calls) == 1:
+            raise TxFailed("answer", "GasLimitTooLow()")
+        return await real(self, key, lease_id)
+
+    monkeypatch.setattr(FakeWallet, "answer_liveness", failing_once)
+    world = await started(tmp_path, challenge_after_ms=10_000)
+    lid = await open_lease(world)
+    for _ in range(3):
+        await step(world)
+    down(world, "provider")
+    for _ in range(8):
+        await step(world)
+        if "challengeLiveness" in kinds(world):
+            break
+    deadline = world.chain.leases[lid].lease.liveness_deadline
+    assert deadline > 0
+    world.network.down.clear()
+    await world.restart("provider")
+    await quiesce()
+    await step(world)
+    assert world.chain.now_s < deadline
+    assert "fault_tx_failed" in notices(world, "provider", lid)  # the first answer failed ...
+    assert len(calls) == 2 and kinds(world).count("answerLiveness") == 1  # ... the second one was mined
+    assert world.chain.leases[lid].lease.liveness_deadline == 0
+    for _ in range(3):
+        await step(world)
+    assert "resolveLiveness" not in kinds(world) and faults(world, "provider", lid).slashed == 0
+    await world.provider.stop()
+    await world.consumer.stop()
