@@ -16,23 +16,7 @@
 import { Buffer } from 'node:buffer'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-
-if (typeof Promise.withResolvers !== 'function') { // Node 20 (see subscriber.mjs)
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
-
-const { noise } = await import('@chainsafe/libp2p-noise')
-const { gossipsub } = await import('@chainsafe/libp2p-gossipsub')
-const { yamux } = await import('@chainsafe/libp2p-yamux')
-const { identify } = await import('@libp2p/identify')
-const { tcp } = await import('@libp2p/tcp')
-const { multiaddr } = await import('@multiformats/multiaddr')
-const { createLibp2p } = await import('libp2p')
+import { createGossipPeer, multiaddr } from './peer.mjs'
 
 const [addrArg, topic, payloadFile, secondsArg = '10'] = process.argv.slice(2)
 if (!addrArg || !topic || !payloadFile) {
@@ -47,20 +31,7 @@ const remotePeer = remote.getPeerId()
 const out = (line) => process.stdout.write(`${line}\n`)
 const log = (line) => process.stderr.write(`[flooder] ${line}\n`)
 
-const node = await createLibp2p({
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: {
-    identify: identify(),
-    pubsub: gossipsub({
-      globalSignaturePolicy: 'StrictSign',
-      emitSelf: false,
-      allowPublishToZeroTopicPeers: true,
-      heartbeatInterval: 1000
-    })
-  }
-})
+const node = await createGossipPeer()
 const pubsub = node.services.pubsub
 let sent = 0
 let dropped = 0

@@ -18,24 +18,7 @@
 // Diagnostics go to stderr only.
 
 import { createInterface } from 'node:readline'
-
-// Node 20 lacks Promise.withResolvers (Node >= 22), which a transitive dependency of libp2p 2.x calls.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
-
-const { noise } = await import('@chainsafe/libp2p-noise')
-const { gossipsub } = await import('@chainsafe/libp2p-gossipsub')
-const { yamux } = await import('@chainsafe/libp2p-yamux')
-const { identify } = await import('@libp2p/identify')
-const { tcp } = await import('@libp2p/tcp')
-const { multiaddr } = await import('@multiformats/multiaddr')
-const { createLibp2p } = await import('libp2p')
+import { createGossipPeer, multiaddr } from './peer.mjs'
 
 const [firstArg, countArg, topic] = process.argv.slice(2)
 const first = Number.parseInt(firstArg, 10)
@@ -57,24 +40,7 @@ let phase = '0'
 let cpu0 = process.cpuUsage()
 
 for (let i = first; i < first + count; i++) {
-  const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      pubsub: gossipsub({
-        globalSignaturePolicy: 'StrictSign',
-        emitSelf: false,
-        allowPublishToZeroTopicPeers: true,
-        heartbeatInterval: 1000,
-        D: 6,
-        Dlo: 4,
-        Dhi: 12
-      })
-    }
-  })
+  const node = await createGossipPeer({ listen: ['/ip4/127.0.0.1/tcp/0'], gossip: { D: 6, Dlo: 4, Dhi: 12 } })
   node.services.pubsub.addEventListener('message', (evt) => {
     const msg = evt.detail
     if (msg.topic !== topic) return

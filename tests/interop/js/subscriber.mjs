@@ -16,25 +16,7 @@
 
 import { Buffer } from 'node:buffer'
 import { createInterface } from 'node:readline'
-
-// Node 20 lacks Promise.withResolvers (Node >= 22), which a transitive dependency of libp2p 2.x (it-queue, used
-// by mortice for the peer store locks) calls. Define it before libp2p is loaded.
-if (typeof Promise.withResolvers !== 'function') {
-  Promise.withResolvers = function withResolvers () {
-    let resolve
-    let reject
-    const promise = new this((res, rej) => { resolve = res; reject = rej })
-    return { promise, resolve, reject }
-  }
-}
-
-const { noise } = await import('@chainsafe/libp2p-noise')
-const { gossipsub } = await import('@chainsafe/libp2p-gossipsub')
-const { yamux } = await import('@chainsafe/libp2p-yamux')
-const { identify } = await import('@libp2p/identify')
-const { tcp } = await import('@libp2p/tcp')
-const { multiaddr } = await import('@multiformats/multiaddr')
-const { createLibp2p } = await import('libp2p')
+import { createGossipPeer, multiaddr } from './peer.mjs'
 
 const [addrArg, topic, countArg = '1', timeoutArg = '30'] = process.argv.slice(2)
 if (!addrArg || !topic) {
@@ -59,20 +41,7 @@ const out = (line) => process.stdout.write(`${line}\n`)
 const log = (line) => process.stderr.write(`[js] ${line}\n`)
 const toHex = (bytes) => Buffer.from(bytes).toString('hex')
 
-const node = await createLibp2p({
-  transports: [tcp()],
-  connectionEncrypters: [noise()],
-  streamMuxers: [yamux()],
-  services: {
-    identify: identify(),
-    pubsub: gossipsub({
-      globalSignaturePolicy: 'StrictSign',
-      emitSelf: false,
-      allowPublishToZeroTopicPeers: true,
-      heartbeatInterval: 1000 // the gossipsub default, and the Python node's
-    })
-  }
-})
+const node = await createGossipPeer()
 const pubsub = node.services.pubsub
 
 let received = 0
