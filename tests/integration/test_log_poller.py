@@ -40,7 +40,7 @@ async def _scenario(anvil: Anvil, deployment: Deployment, tmp_path) -> None:
 
     # replace the processed block by a different history of the same height and beyond
     await chain.w3.provider.make_request("evm_revert", [snap])
-    chain.sender._reset_nonce()
+    chain.sender.signer.reset_nonce()
     await token.mint("mint-y", y, 7)
     await chain.w3.provider.make_request("evm_mine", [])
     seen.clear()
