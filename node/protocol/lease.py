@@ -526,9 +526,13 @@ def _finalize_after_window(state: LeaseState) -> Result:
 # ``ContractReceiveFaultTxFailed`` (sent again after ``fault_retry_ms`` when it still applies).
 
 
-#: After a failed liveness answer, the wait before the next one (shorter than other fault retries: the answer has a
-#: deadline, and a missed one is slashed).
-ANSWER_RETRY_MS = 1_000
+#: Dispute failures no retry can change: the claim is gone or final, or the evidence does not refute it.
+_DISPUTE_FINAL = ("LeaseEscrow_NoClaim", "LeaseEscrow_DisputeWindowClosed", "LeaseEscrow_InvalidEvidence",
+                  "LeaseEscrow_InvalidSignature", "LeaseEscrow_LeaseFinalized")
+
+#: After a failed liveness answer or dispute, the wait before the next one (shorter than other fault retries: both
+#: have a deadline, and a missed answer is slashed, a missed dispute pays the claim).
+DEADLINE_RETRY_MS = 1_000
 
 
 def _faults(state: LeaseState, **changes: object) -> LeaseState:
@@ -670,9 +674,39 @@ def _provider_finalize_when_consumer_silent(state: LeaseState) -> Result:
     return replace(state, status=LeaseStatus.FINALIZING), [ContractSendFinalize(state.lease_id)]
 
 
+def _refuting(evidence: SignedCheckpoint | None, seq: int, cumulative: int) -> SignedCheckpoint | None:
+    """``evidence`` when it refutes a claim of ``cumulative`` GPU-seconds at ``seq``: a provider-signed checkpoint
+    at that seq or later with less usage."""
+    if evidence is None or evidence.checkpoint.seq < seq or evidence.checkpoint.cumulative_gpu_seconds >= cumulative:
+        return None
+    return evidence
+
+
+def _send_dispute(state: LeaseState, evidence: SignedCheckpoint) -> Result:
+    f, ev_cp = state.faults, evidence.checkpoint
+    why = (f"the claim ({f.claim_cumulative} GPU-seconds at seq {f.claim_seq}) exceeds the "
+           f"{ev_cp.cumulative_gpu_seconds} GPU-seconds the provider signed at seq {ev_cp.seq}")
+    state = _faults(state, dispute_sent_seq=f.claim_seq, dispute_evidence=evidence, reason=f"disputing: {why}")
+    return state, [ContractSendDispute(state.lease_id, f.claim_seq, evidence),
+                   NotifyUser(state.lease_id, Notice.CLAIM_DISPUTED, f"dispute sent: {why}")]
+
+
+def _dispute_pending_claim(state: LeaseState) -> Result:
+    """Consumer: dispute a pending claim again after a dispute failed for a reason that may pass (its evidence is
+    kept), or with a checkpoint that came after the claim, while the dispute window is open."""
+    f = state.faults
+    if (state.role is not Role.CONSUMER or f.claim_seq == 0 or f.dispute_sent_seq == f.claim_seq
+            or _now_s(state) >= f.claim_ready_at or state.now_ms < f.retry_after_ms):
+        return state, []
+    evidence = _refuting(f.dispute_evidence, f.claim_seq, f.claim_cumulative) or _refuting(
+        state.beats.last_accepted, f.claim_seq, f.claim_cumulative)
+    return _send_dispute(state, evidence) if evidence is not None else (state, [])
+
+
 _FAULT_RULES: tuple[Rule, ...] = (
     _pause_when_unpaid, _claim_when_unpaid, _finalize_claim_when_ready, _challenge_when_silent,
     _resolve_missed_deadline, _answer_pending_challenge, _provider_finalize_when_consumer_silent,
+    _dispute_pending_claim,
 )
 
 
@@ -698,17 +732,11 @@ def _on_claimed(state: LeaseState, c: ContractReceiveUsageClaimed) -> Result:
     events: list[Event] = [NotifyUser(state.lease_id, Notice.USAGE_CLAIMED, claimed)]
     if state.role is not Role.CONSUMER:
         return _faults(state, reason=f"claim pending: {claimed}"), events
-    evidence = c.evidence or state.beats.last_accepted
-    if (evidence is not None and evidence.checkpoint.seq >= c.seq
-            and evidence.checkpoint.cumulative_gpu_seconds < c.cumulative_gpu_seconds
-            and _now_s(state) < c.ready_at and f.dispute_sent_seq != c.seq):
-        ev_cp = evidence.checkpoint
-        why = (f"the claim ({c.cumulative_gpu_seconds} GPU-seconds at seq {c.seq}) exceeds the "
-               f"{ev_cp.cumulative_gpu_seconds} GPU-seconds the provider signed at seq {ev_cp.seq}")
-        state = _faults(state, dispute_sent_seq=c.seq, reason=f"disputing: {why}")
-        events += [ContractSendDispute(state.lease_id, c.seq, evidence),
-                   NotifyUser(state.lease_id, Notice.CLAIM_DISPUTED, f"dispute sent: {why}")]
-        return state, events
+    evidence = _refuting(c.evidence, c.seq, c.cumulative_gpu_seconds) or _refuting(
+        state.beats.last_accepted, c.seq, c.cumulative_gpu_seconds)
+    if evidence is not None and _now_s(state) < c.ready_at and f.dispute_sent_seq != c.seq:
+        state, more = _send_dispute(state, evidence)
+        return state, events + more
     verified = state.beats.accepted_cumulative
     why = ("within the usage we verified" if c.cumulative_gpu_seconds <= verified
            else f"above the {verified} GPU-seconds we verified, but we hold no later checkpoint to dispute it")
@@ -723,7 +751,7 @@ def _on_claim_disputed(state: LeaseState, c: ContractReceiveClaimDisputed) -> Re
         return state, []
     why = f"claim of seq {c.claimed_seq} voided by the checkpoint of seq {c.evidence_seq}"
     state = _faults(state, claim_seq=0, claim_cumulative=0, claim_ready_at=0, claim_finalize_sent=False,
-                    disputed_seq=max(f.disputed_seq, c.evidence_seq), reason=why)
+                    disputed_seq=max(f.disputed_seq, c.evidence_seq), dispute_evidence=None, reason=why)
     return state, [NotifyUser(state.lease_id, Notice.CLAIM_DISPUTED, why)]
 
 
@@ -731,7 +759,8 @@ def _on_claim_finalized(state: LeaseState, c: ContractReceiveClaimFinalized) -> 
     if c.lease_id != state.lease_id or state.faults.claim_seq == 0:
         return state, []
     why = f"claim of seq {c.seq} final: {c.amount} paid" if c.amount else f"claim of seq {c.seq} moot (settled)"
-    state = _faults(state, claim_seq=0, claim_cumulative=0, claim_ready_at=0, claim_finalize_sent=False, reason=why)
+    state = _faults(state, claim_seq=0, claim_cumulative=0, claim_ready_at=0, claim_finalize_sent=False,
+                    dispute_evidence=None, reason=why)
     events: list[Event] = [NotifyUser(state.lease_id, Notice.CLAIM_FINALIZED, why)]
     if state.role is Role.PROVIDER and c.amount > 0:
         events.append(ContractSendWithdraw(state.lease_id))
@@ -821,11 +850,14 @@ def _on_fault_tx_failed(state: LeaseState, c: ContractReceiveFaultTxFailed) -> R
         changes["resolve_sent"] = False
         if "LeaseEscrow_NoChallenge" in c.reason or "LeaseEscrow_LeaseNotOpen" in c.reason:
             changes["challenge_deadline"] = 0
+    elif c.kind == "dispute" and not any(e in c.reason for e in _DISPUTE_FINAL):
+        # sent again soon with its evidence (``_dispute_pending_claim``)
+        changes.update(dispute_sent_seq=0, retry_after_ms=state.now_ms + DEADLINE_RETRY_MS)
     elif c.kind == "answer":
         if "LeaseEscrow_NoChallenge" in c.reason:
             changes["challenge_deadline"] = 0  # answered already (our earlier answer, replayed)
         else:  # sent again soon while the deadline has not passed: a missed answer is slashed
-            changes.update(answered_deadline=0, retry_after_ms=state.now_ms + ANSWER_RETRY_MS)
+            changes.update(answered_deadline=0, retry_after_ms=state.now_ms + DEADLINE_RETRY_MS)
     elif c.kind == "reportEquivocation" and not any(
             e in c.reason for e in ("LeaseEscrow_NothingToSlash", "LeaseEscrow_LeaseFinalized")):
         changes["equivocation_sent"] = False

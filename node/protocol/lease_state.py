@@ -241,7 +241,8 @@ class Faults:
 
     Silent consumer: the provider pauses serving (``serving_paused``), claims its latest signed checkpoint
     (``last_signed``; ``claim_sent_seq`` once the claim is sent), and finalizes the claim from ``claim_ready_at``.
-    The consumer disputes a claim above what it verified (``dispute_sent_seq``). Silent provider: the consumer
+    The consumer disputes a claim above what it verified (``dispute_sent_seq``, with ``dispute_evidence``; a dispute
+    that failed for a reason that may pass is sent again). Silent provider: the consumer
     challenges (``challenge_sent``), the provider answers (``answered_deadline``), the consumer resolves a missed
     deadline (``resolve_sent``). Equivocation: the pair of conflicting checkpoints and whether it was reported.
     """
@@ -256,6 +257,7 @@ class Faults:
     claims: int = 0  # claims seen on-chain
     disputed_seq: int = 0  # the highest seq a dispute refuted (claims need a higher one)
     dispute_sent_seq: int = 0
+    dispute_evidence: SignedCheckpoint | None = None  # consumer: what refutes the pending claim (kept for a retry)
     challenge_deadline: int = 0  # the pending challenge's deadline (chain time, s; 0: none)
     challenge_sent: bool = False
     challenges: int = 0  # challenges seen on-chain

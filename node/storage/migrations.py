@@ -19,6 +19,8 @@ Versions:
   5. container jobs and live logs: a job request gains ``image``, ``resources`` and ``ports``, a job's end and a
      stored job result ``failure`` and ``image_digest``; table ``lease_logs`` holds the job output a consumer
      received (created by the schema script).
+  6. the lease state's ``faults`` gains ``dispute_evidence`` (the checkpoint a consumer's dispute rests on, kept so
+     a failed dispute can be sent again); rows written before get ``null``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 from node.errors import UnrecoverableError
 from node.storage import legacy_v1
 
-CURRENT_VERSION = 5
+CURRENT_VERSION = 6
 
 
 class SchemaTooNew(UnrecoverableError, RuntimeError):
@@ -162,12 +164,27 @@ def _v4_to_v5(c: sqlite3.Connection) -> None:
             c.execute(f"ALTER TABLE job_results ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
 
 
+def lease_row_v5_to_v6(state: dict[str, Any]) -> dict[str, Any]:
+    """A v5 ``LeaseState`` row whose faults get ``dispute_evidence`` (none yet) (pure)."""
+    faults = state.get("faults")
+    if not isinstance(faults, dict):
+        return state
+    return {**state, "faults": {"dispute_evidence": None, **faults}}
+
+
+def _v5_to_v6(c: sqlite3.Connection) -> None:
+    for lease_id, role, text in c.execute("SELECT lease_id, role, state FROM leases").fetchall():
+        c.execute("UPDATE leases SET state = ? WHERE lease_id = ? AND role = ?",
+                  (_dump(lease_row_v5_to_v6(json.loads(text))), lease_id, role))
+
+
 # from-version -> the migration to from-version + 1, in order
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 

@@ -205,6 +205,7 @@ class ConsumerLease(RuleBasedStateMachine):
         self.outstanding = 0  # authorised by sent settlements, minus those that failed
         self.sent_amounts: dict[int, int] = {}
         self.disputes_sent: set[int] = set()  # claimed seqs the consumer disputed
+        self.disputes_failed: set[int] = set()  # ... whose dispute failed for a reason that may pass
         self.known_disputed = {C: 0, P: 0}  # the highest disputed seq each node was told of
         self.last_status = self.state.status
         self.last_provider_status = self.provider.status
@@ -240,12 +241,20 @@ class ConsumerLease(RuleBasedStateMachine):
                 self.outstanding += ev.amount
                 self.txs.append((C, ev))
             elif isinstance(ev, ContractSendDispute):
-                assert isinstance(change, ContractReceiveUsageClaimed) and ev.claimed_seq == change.seq
+                if isinstance(change, ContractReceiveUsageClaimed):
+                    claimed_seq, claimed_cum = change.seq, change.cumulative_gpu_seconds
+                else:  # the pending claim, disputed with a checkpoint that came after it (or again)
+                    claimed_seq, claimed_cum = before.faults.claim_seq, before.faults.claim_cumulative
+                    assert claimed_seq and before.now_ms // 1000 < before.faults.claim_ready_at
+                assert ev.claimed_seq == claimed_seq
                 cp = ev.evidence.checkpoint
                 assert ev.evidence in self.wallet_signed, "disputed with evidence the provider did not sign"
-                assert ev.evidence in self.evidence or ev.evidence == before.beats.last_accepted
-                assert cp.seq >= change.seq and cp.cumulative_gpu_seconds < change.cumulative_gpu_seconds
-                assert ev.claimed_seq not in self.disputes_sent, "disputed one claim twice"
+                assert ev.evidence in self.evidence or ev.evidence in (
+                    before.beats.last_accepted, self.state.beats.last_accepted, before.faults.dispute_evidence)
+                assert cp.seq >= claimed_seq and cp.cumulative_gpu_seconds < claimed_cum
+                assert ev.claimed_seq not in self.disputes_sent or ev.claimed_seq in self.disputes_failed, (
+                    "disputed one claim twice without a failure that may pass")
+                self.disputes_failed.discard(ev.claimed_seq)
                 self.disputes_sent.add(ev.claimed_seq)
                 self.txs.append((C, ev))
             elif isinstance(ev, ContractSendChallenge):
@@ -378,6 +387,8 @@ class ConsumerLease(RuleBasedStateMachine):
     def fault_failed(self, who: str, kind: str, reason: str):
         change = ContractReceiveFaultTxFailed(LEASE, kind, reason)
         if who == C:
+            if kind == "dispute" and reason == "reverted":  # no answer of the escrow's: the node tries again
+                self.disputes_failed.add(self.state.faults.dispute_sent_seq)
             self.apply(change)
         else:
             self.provide(change)

@@ -328,12 +328,22 @@ class _NoLock:
 def test_schema_3_lease_rows_gain_the_fault_state_at_its_defaults():
     state = L.LeaseState(L.Role.CONSUMER, L.OfferTerms(b"\x01" * 32, PROVIDER, b"\x02" * 32, PRICE, 3600), CONSUMER,
                          GPUS, DOMAIN, L.Ledger(deposit=DEPOSIT))
-    v4 = json.loads(codec.dumps(state))
-    v3 = {k: v for k, v in v4.items() if k != "faults"}
-    v3["config"] = {k: v for k, v in v4["config"].items()
+    now = json.loads(codec.dumps(state))
+    v3 = {k: v for k, v in now.items() if k != "faults"}
+    v3["config"] = {k: v for k, v in now["config"].items()
                     if k not in ("max_unsettled_s", "challenge_after_ms", "fault_retry_ms")}
-    assert migrations.lease_row_v3_to_v4(v3) == v4
-    assert codec.loads(L.LeaseState, json.dumps(migrations.lease_row_v3_to_v4(v3))) == state
+    migrated = migrations.lease_row_v5_to_v6(migrations.lease_row_v4_to_v5(migrations.lease_row_v3_to_v4(v3)))
+    assert migrated == now
+    assert codec.loads(L.LeaseState, json.dumps(migrated)) == state
+
+
+def test_schema_5_lease_rows_gain_no_dispute_evidence():
+    state = L.LeaseState(L.Role.CONSUMER, L.OfferTerms(b"\x01" * 32, PROVIDER, b"\x02" * 32, PRICE, 3600), CONSUMER,
+                         GPUS, DOMAIN, L.Ledger(deposit=DEPOSIT))
+    now = json.loads(codec.dumps(state))
+    v5 = {**now, "faults": {k: v for k, v in now["faults"].items() if k != "dispute_evidence"}}
+    assert migrations.lease_row_v5_to_v6(v5) == now
+    assert codec.loads(L.LeaseState, json.dumps(migrations.lease_row_v5_to_v6(v5))) == state
 
 
 async def test_a_close_deferred_by_a_dead_endpoint_is_sent_once_it_answers_without_a_restart(tmp_path):
@@ -398,5 +408,47 @@ async def test_a_failed_liveness_answer_is_sent_again_before_the_deadline(tmp_pa
     for _ in range(3):
         await step(world)
     assert "resolveLiveness" not in kinds(world) and faults(world, "provider", lid).slashed == 0
+    await world.provider.stop()
+    await world.consumer.stop()
+
+
+async def test_a_dispute_that_failed_for_a_passing_reason_is_sent_again_with_its_evidence(tmp_path, monkeypatch):
+    """A dispute whose transaction failed for a reason that may pass (not a final answer such as no claim or
+    invalid evidence) used to be given up: the inflated claim then became final and the consumer paid it."""
+    calls: list[str] = []
+    real = FakeWallet.dispute
+
+    async def failing_once(self: FakeWallet, key: str, cp: object, signature: bytes) -> object:
+        calls.append(key)
+        if len(calls) == 1:
+            raise TxFailed("dispute", "GasLimitTooLow()")
+        return await real(self, key, cp, signature)
+
+    monkeypatch.setattr(FakeWallet, "dispute", failing_once)
+    world = await started(tmp_path)
+    lid = await open_lease(world)
+    for _ in range(4):
+        await step(world)
+    acc = world.consumer.leases[(lid, "consumer")].state.beats.last_accepted
+    assert acc is not None
+    cp = acc.checkpoint
+    inflated = sign_checkpoint(Checkpoint(lid, cp.seq, cp.cumulative_gpu_seconds + 5, cp.heartbeat_head,
+                                          cp.timestamp), PROVIDER_WALLET, DOMAIN)
+    world.chain.leases[lid].lease = replace(world.chain.leases[lid].lease, last_seq=cp.seq - 1,
+                                            settled_gpu_seconds=0, paid=0)  # as if not settled yet
+    await world.chain.wallet(PROVIDER).claim("cheat", inflated.checkpoint, inflated.signature)
+    await world.deliver()
+    await quiesce()
+    assert len(calls) == 1 and "dispute" not in kinds(world)  # the first dispute failed
+    f = faults(world, "consumer", lid)
+    assert f.dispute_sent_seq == 0 and f.dispute_evidence is not None and f.claim_seq == cp.seq
+    for _ in range(2):  # past the retry pause, within the dispute window
+        await step(world)
+        if "dispute" in kinds(world):
+            break
+    assert len(calls) == 2 and kinds(world).count("dispute") == 1
+    assert lid not in world.chain.claims and world.chain.disputed[lid] == cp.seq
+    f = faults(world, "consumer", lid)
+    assert f.claim_seq == 0 and f.disputed_seq == cp.seq and f.dispute_evidence is None
     await world.provider.stop()
     await world.consumer.stop()
