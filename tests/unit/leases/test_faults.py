@@ -84,6 +84,38 @@ def notices(world: World, role: str, lid: int) -> list[str]:
     return [n["notice"] for n in engine.notices if n["lease_id"] == lid]
 
 
+async def challenged_while_provider_down(world: World) -> int:
+    """A lease whose provider went silent until the consumer challenged it; returns the lease id."""
+    lid = await open_lease(world)
+    for _ in range(3):
+        await step(world)
+    down(world, "provider")
+    for _ in range(8):
+        await step(world)
+        if "challengeLiveness" in kinds(world):
+            break
+    return lid
+
+
+async def inflated_claim(world: World) -> tuple[int, Checkpoint]:
+    """The provider claims more usage than it signed for the consumer's last accepted checkpoint (a second,
+    inflated checkpoint of the same seq), on a lease not settled yet; returns the lease and the honest checkpoint."""
+    lid = await open_lease(world)
+    for _ in range(4):
+        await step(world)
+    acc = world.consumer.leases[(lid, "consumer")].state.beats.last_accepted
+    assert acc is not None
+    cp = acc.checkpoint
+    inflated = sign_checkpoint(Checkpoint(lid, cp.seq, cp.cumulative_gpu_seconds + 5, cp.heartbeat_head,
+                                          cp.timestamp), PROVIDER_WALLET, DOMAIN)
+    world.chain.leases[lid].lease = replace(world.chain.leases[lid].lease, last_seq=cp.seq - 1,
+                                            settled_gpu_seconds=0, paid=0)  # as if not settled yet
+    await world.chain.wallet(PROVIDER).claim("cheat", inflated.checkpoint, inflated.signature)
+    await world.deliver()
+    await quiesce()
+    return lid, cp
+
+
 async def test_silent_consumer_provider_pauses_claims_finalizes_the_claim_and_withdraws(tmp_path):
     world = await started(tmp_path, max_unsettled_s=10)
     lid = await open_lease(world)
@@ -124,20 +156,7 @@ def notices_detail(world: World, lid: int, notice: str) -> str:
 
 async def test_claim_above_the_verified_usage_is_disputed_with_the_providers_own_checkpoint(tmp_path):
     world = await started(tmp_path)
-    lid = await open_lease(world)
-    for _ in range(4):
-        await step(world)
-    acc = world.consumer.leases[(lid, "consumer")].state.beats.last_accepted
-    assert acc is not None
-    cp = acc.checkpoint
-    # the provider claims more usage than it signed for the same seq (a second, inflated checkpoint)
-    inflated = sign_checkpoint(Checkpoint(lid, cp.seq, cp.cumulative_gpu_seconds + 5, cp.heartbeat_head,
-                                          cp.timestamp), PROVIDER_WALLET, DOMAIN)
-    world.chain.leases[lid].lease = replace(world.chain.leases[lid].lease, last_seq=cp.seq - 1,
-                                            settled_gpu_seconds=0, paid=0)  # as if not settled yet
-    await world.chain.wallet(PROVIDER).claim("cheat", inflated.checkpoint, inflated.signature)
-    await world.deliver()
-    await quiesce()
+    lid, cp = await inflated_claim(world)
     await world.deliver()
     assert kinds(world)[-2:] == ["claim", "dispute"]
     assert lid not in world.chain.claims and world.chain.disputed[lid] == cp.seq
@@ -165,14 +184,7 @@ async def test_a_claim_within_the_verified_usage_is_not_disputed(tmp_path):
 
 async def test_silent_provider_is_challenged_and_slashed_at_the_deadline(tmp_path):
     world = await started(tmp_path, challenge_after_ms=10_000)
-    lid = await open_lease(world)
-    for _ in range(3):
-        await step(world)
-    down(world, "provider")
-    for _ in range(8):
-        await step(world)
-        if "challengeLiveness" in kinds(world):
-            break
+    lid = await challenged_while_provider_down(world)
     assert "challengeLiveness" in kinds(world)
     f = faults(world, "consumer", lid)
     assert f.challenge_deadline > 0 and "challenge pending" in f.reason
@@ -193,14 +205,7 @@ async def test_silent_provider_is_challenged_and_slashed_at_the_deadline(tmp_pat
 
 async def test_a_provider_restarted_during_a_challenge_answers_it(tmp_path):
     world = await started(tmp_path, challenge_after_ms=10_000)
-    lid = await open_lease(world)
-    for _ in range(3):
-        await step(world)
-    down(world, "provider")
-    for _ in range(8):
-        await step(world)
-        if "challengeLiveness" in kinds(world):
-            break
+    lid = await challenged_while_provider_down(world)
     assert world.chain.leases[lid].lease.liveness_deadline > 0
     world.network.down.clear()
     await world.restart("provider")  # its log poller has not seen the challenge: found at start
@@ -220,14 +225,7 @@ async def test_a_provider_restarted_during_a_challenge_answers_it(tmp_path):
 
 async def test_an_answer_after_the_deadline_loses_to_the_resolution_and_both_nodes_agree(tmp_path):
     world = await started(tmp_path, challenge_after_ms=10_000)
-    lid = await open_lease(world)
-    for _ in range(3):
-        await step(world)
-    down(world, "provider")
-    for _ in range(8):
-        await step(world)
-        if "challengeLiveness" in kinds(world):
-            break
+    lid = await challenged_while_provider_down(world)
     world.advance(6)  # past the deadline before the provider is back
     world.network.down.clear()
     await world.restart("provider")
@@ -387,14 +385,7 @@ async def test_a_failed_liveness_answer_is_sent_again_before_the_deadline(tmp_pa
 
     monkeypatch.setattr(FakeWallet, "answer_liveness", failing_once)
     world = await started(tmp_path, challenge_after_ms=10_000)
-    lid = await open_lease(world)
-    for _ in range(3):
-        await step(world)
-    down(world, "provider")
-    for _ in range(8):
-        await step(world)
-        if "challengeLiveness" in kinds(world):
-            break
+    lid = await challenged_while_provider_down(world)
     deadline = world.chain.leases[lid].lease.liveness_deadline
     assert deadline > 0
     world.network.down.clear()
@@ -426,19 +417,7 @@ async def test_a_dispute_that_failed_for_a_passing_reason_is_sent_again_with_its
 
     monkeypatch.setattr(FakeWallet, "dispute", failing_once)
     world = await started(tmp_path)
-    lid = await open_lease(world)
-    for _ in range(4):
-        await step(world)
-    acc = world.consumer.leases[(lid, "consumer")].state.beats.last_accepted
-    assert acc is not None
-    cp = acc.checkpoint
-    inflated = sign_checkpoint(Checkpoint(lid, cp.seq, cp.cumulative_gpu_seconds + 5, cp.heartbeat_head,
-                                          cp.timestamp), PROVIDER_WALLET, DOMAIN)
-    world.chain.leases[lid].lease = replace(world.chain.leases[lid].lease, last_seq=cp.seq - 1,
-                                            settled_gpu_seconds=0, paid=0)  # as if not settled yet
-    await world.chain.wallet(PROVIDER).claim("cheat", inflated.checkpoint, inflated.signature)
-    await world.deliver()
-    await quiesce()
+    lid, cp = await inflated_claim(world)
     assert len(calls) == 1 and "dispute" not in kinds(world)  # the first dispute failed
     f = faults(world, "consumer", lid)
     assert f.dispute_sent_seq == 0 and f.dispute_evidence is not None and f.claim_seq == cp.seq
