@@ -31,10 +31,19 @@ async def test_lease_settles_through_a_throttled_capped_flaky_endpoint_and_an_ou
         wallets = {who: Account.from_key(devnet_key(who)).address for who in (PROVIDER, CONSUMER)}
         nonces_before = {who: await wallet_nonce(devnet, a) for who, a in wallets.items()}
         provider = await make_node("provider", rpc_url=proxy.url, account=PROVIDER, provider=True)
+        # the consumer starts once the provider's offer is out, so its start-up sync finds it (this test is about
+        # the chain endpoint; gossip timing at start is the p2p tests' subject)
+        await until(lambda: provider.status()["published"], 30, "the provider's first offer")
         consumer = await make_node("consumer", rpc_url=proxy.url, account=CONSUMER,
                                    bootstrap=(provider.p2p.listen_addrs[0],))
-        offer = (await until(lambda: [o for o in consumer.query_offers({}) if o["provider"] == provider.address],
-                             30, "the provider's offer at the consumer"))[0]
+        try:
+            offer = (await until(lambda: [o for o in consumer.query_offers({})
+                                          if o["provider"] == provider.address], 30,
+                                 "the provider's offer at the consumer"))[0]
+        except AssertionError as exc:  # say what each side saw, for the next look
+            raise AssertionError(f"{exc}; provider published {provider.status()['published']}; consumer "
+                                 f"validation {consumer.status()['validation']}, peers "
+                                 f"{await consumer.peers()}, chain {consumer.status()['chain']}") from exc
         job_s = OUTAGE_S + 6
         lease = await consumer.open_lease({
             "offer_id": offer["offer_id"], "gpus": 1, "deposit": str(PRICE * 120),
