@@ -76,21 +76,24 @@ def _answers(path: str) -> bool:
             return False
 
 
-def _rootfs_tar(dest: Path, busybox: str) -> Path:
-    tar_path = dest / "rootfs.tar"
+def busybox_rootfs_tar(tar_path: Path, busybox: str, applets: tuple[str, ...],
+                       files: dict[str, str] | None = None) -> Path:
+    """A tarball of a root filesystem: ``busybox`` as /bin/busybox with ``applets`` as symlinks to it, /etc/passwd
+    and /etc/group with root and nobody, a world-writable /tmp, and ``files`` (path: text) beside them."""
+    files = {"etc/passwd": "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/tmp:/bin/sh\n",
+             "etc/group": "root:x:0:\nnogroup:x:65534:\n", **(files or {})}
+    dirs = dict.fromkeys(["bin", "etc", "tmp", *(name.split("/")[0] for name in files if "/" in name)])
     with tarfile.open(tar_path, "w") as tar:
-        for d in ("bin", "etc", "tmp", "www"):
+        for d in dirs:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
             tar.addfile(info)
         tar.add(busybox, arcname="bin/busybox")
-        for applet in _APPLETS:
+        for applet in applets:
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/tmp:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
-                           ("www/index.html", "hello from a leased container\n")):
+        for name, text in files.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o644
@@ -104,13 +107,13 @@ def _why_no_private_podman() -> str | None:
         return f"{', '.join(missing)} not installed"
     if os.geteuid() != 0:
         return "a private Podman service needs root here"
-    if not _static_elf(shutil.which("busybox") or ""):
+    if not is_static_elf(shutil.which("busybox") or ""):
         return "busybox is not statically linked (install busybox-static)"
     return None
 
 
-def _static_elf(path: str) -> bool:
-    """A 64-bit ELF without a program interpreter: runs in an image with no libc."""
+def is_static_elf(path: str) -> bool:
+    """A 64-bit ELF without a program interpreter (PT_INTERP): runs in an image with no libc."""
     with open(path, "rb") as f:
         head = f.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2:
@@ -144,8 +147,10 @@ def start_runtime(prefer: str = "auto") -> DemoRuntime:
         deadline = time.monotonic() + 30
         while not _answers(str(sock)) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        imported = subprocess.run([*cmd, "import", str(_rootfs_tar(base, shutil.which("busybox") or "")), IMAGE],
-                                  capture_output=True, text=True, timeout=120, check=False)
+        rootfs = busybox_rootfs_tar(base / "rootfs.tar", shutil.which("busybox") or "", _APPLETS,
+                                    {"www/index.html": "hello from a leased container\n"})
+        imported = subprocess.run([*cmd, "import", str(rootfs), IMAGE], capture_output=True, text=True, timeout=120,
+                                  check=False)
         if _answers(str(sock)) and imported.returncode == 0:
             version = subprocess.run([*cmd, "--version"], capture_output=True, text=True, check=False).stdout.strip()
             rt.description = f"container executor: {version} (private service on unix://{sock}), image {IMAGE}"

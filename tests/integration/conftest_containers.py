@@ -13,13 +13,10 @@ instead: ``scripts/setup`` installs them there.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import socket
-import struct
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from node.demo_runtime import busybox_rootfs_tar, is_static_elf
 
 TEST_IMAGE = "localhost/gpunet-test/busybox:latest"
 _APPLETS = ("sh", "cat", "echo", "sleep", "dd", "head", "yes", "printf", "nc", "ls", "id", "grep", "wc", "df",
@@ -52,37 +51,7 @@ def _unavailable(reason: str) -> None:
 
 def build_image_tar(dest: Path, busybox: str) -> Path:
     """A tarball of a root filesystem with busybox as /bin/busybox and its applets as symlinks."""
-    tar_path = dest / "busybox-rootfs.tar"
-    with tarfile.open(tar_path, "w") as tar:
-        for d in ("bin", "etc", "tmp"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in _APPLETS:
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(info)
-        for name, text in (("etc/passwd", "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/tmp:/bin/sh\n"),
-                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return tar_path
-
-
-def is_static_elf(path: str) -> bool:
-    """An ELF executable without a program interpreter (PT_INTERP): runs in an image with no libc."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
-            return False
-        phoff, = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+    return busybox_rootfs_tar(dest / "busybox-rootfs.tar", busybox, _APPLETS)
 
 
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
